@@ -1,0 +1,1 @@
+//! entente-arbiter as a library.

@@ -10,6 +10,7 @@ pub mod codec;
 pub mod ids;
 pub mod messages;
 pub mod resources;
+pub mod samples;
 pub mod subjects;
 pub mod validate;
 

@@ -1,1 +1,4 @@
-//! entente-arbiter as a library.
+//! entente-arbiter as a library: the clearing engine that the arbiter's round loop and the
+//! `entente-arbiter` command share.
+
+pub mod clearing;

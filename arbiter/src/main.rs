@@ -1,1 +1,89 @@
-fn main() {}
+//! The `entente-arbiter` command. Today it offers `solve`, which clears one auction instance
+//! read from a file (CATS or entente's JSON host format) and prints the result as JSON; the
+//! subcommand layout leaves room for `run` and `status`.
+//!
+//! Every failure is reported on stderr as one readable message with a non-zero exit, never as a
+//! panic: malformed input files are the common case when people try the tool by hand.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use entente_arbiter::clearing::{self, CatsInstance, SolveOptions};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "entente-arbiter", version, about = "The entente arbiter")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Clear one auction instance from a file and print {"welfare", "optimal", "elapsed_ms", "winners"}.
+    Solve(SolveArgs),
+}
+
+#[derive(clap::Args)]
+struct SolveArgs {
+    /// The instance's format.
+    #[arg(long, value_enum)]
+    format: InstanceFormat,
+    /// Stop after this many milliseconds and print the best allocation found (optimal: false).
+    #[arg(long)]
+    time_limit_ms: Option<u64>,
+    /// The instance file.
+    file: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum InstanceFormat {
+    /// Combinatorial Auction Test Suite winner determination.
+    Cats,
+    /// entente's single-host JSON instance.
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Solve(args) => solve(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("entente-arbiter: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
+}
+
+fn solve(args: &SolveArgs) -> Result<(), String> {
+    let text = read(&args.file)?;
+    let options = SolveOptions { time_limit: args.time_limit_ms.map(Duration::from_millis) };
+    let output = match args.format {
+        InstanceFormat::Cats => {
+            let instance = CatsInstance::parse(&text).map_err(|e| format!("{}: {e}", args.file.display()))?;
+            let started = Instant::now();
+            let solution = clearing::solve(&instance.to_problem(), &options);
+            let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+            json!({
+                "welfare": solution.value,
+                "optimal": solution.optimal,
+                "elapsed_ms": elapsed_ms,
+                "bound": solution.bound,
+                "nodes": solution.nodes,
+                "winners": solution.chosen,
+            })
+        }
+        InstanceFormat::Json => return Err("json format: not yet supported".into()),
+    };
+    println!("{output}");
+    Ok(())
+}

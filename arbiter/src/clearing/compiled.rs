@@ -1,0 +1,171 @@
+//! Pre-processing: the dense, pruned form of a [`Problem`] that the search works on.
+//!
+//! Bidders routinely submit options that can never be part of a best allocation: zero-value
+//! bundles, bundles that alone exceed a capacity, and bundles dominated by a sibling in the same
+//! XOR bid (no more value for at least as much of every resource). Removing them here shrinks the
+//! tree the branch-and-bound explores. Rows that no choice can ever overfill (a resource nobody is
+//! short of) are dropped too, which is common on hosts where only one or two resources are tight.
+//! The result is laid out in flat arrays, items sorted by group, so the inner loops of the bound
+//! stay in cache.
+
+use super::problem::Problem;
+
+/// Marker for "no item" in `u32` item slots.
+pub(crate) const NO_ITEM: u32 = u32::MAX;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Compiled {
+    /// Capacity of each kept row.
+    pub capacity: Vec<u64>,
+    /// 1 / capacity, to measure consumption as a fraction of the row.
+    pub inv_capacity: Vec<f64>,
+    /// Items of compiled group `g` are `group_start[g]..group_start[g + 1]`.
+    pub group_start: Vec<u32>,
+    /// The caller's group number of each compiled group.
+    pub group_original: Vec<usize>,
+    /// The compiled group of each original group, if it kept any item.
+    pub group_compiled: Vec<Option<u32>>,
+    pub item_original: Vec<usize>,
+    pub item_group: Vec<u32>,
+    pub value: Vec<f64>,
+    /// Consumption of item `i` is entries `cons_start[i]..cons_start[i + 1]`.
+    pub cons_start: Vec<u32>,
+    pub cons_row: Vec<u32>,
+    pub cons_amount: Vec<u64>,
+    /// `cons_amount / capacity` of the row.
+    pub cons_fraction: Vec<f64>,
+    /// Every value is a whole number, so any better solution is better by at least 1.
+    pub integral_values: bool,
+}
+
+impl Compiled {
+    pub fn new(problem: &Problem) -> Self {
+        let capacities = problem.capacities();
+        let items = problem.items();
+
+        // Items that could ever be worth choosing, bucketed by group.
+        let mut by_group: Vec<Vec<usize>> = vec![Vec::new(); problem.group_count()];
+        for (i, item) in items.iter().enumerate() {
+            let fits_alone = item.consumption.iter().all(|&(row, amount)| amount <= capacities[row]);
+            if item.value > 0.0 && fits_alone {
+                by_group[item.group].push(i);
+            }
+        }
+        for members in &mut by_group {
+            remove_dominated(members, problem);
+        }
+
+        // A row is redundant when even the greediest choice in every group cannot overfill it.
+        let mut worst_case = vec![0u128; capacities.len()];
+        for members in &by_group {
+            let mut group_max = vec![0u64; 0];
+            for &i in members {
+                for &(row, amount) in &items[i].consumption {
+                    if group_max.is_empty() {
+                        group_max = vec![0u64; capacities.len()];
+                    }
+                    group_max[row] = group_max[row].max(amount);
+                }
+            }
+            for (row, &m) in group_max.iter().enumerate() {
+                worst_case[row] += u128::from(m);
+            }
+        }
+        let mut row_new = vec![u32::MAX; capacities.len()];
+        let mut capacity = Vec::new();
+        for (row, &cap) in capacities.iter().enumerate() {
+            if worst_case[row] > u128::from(cap) {
+                row_new[row] = capacity.len() as u32;
+                capacity.push(cap);
+            }
+        }
+        let inv_capacity = capacity.iter().map(|&c| 1.0 / c as f64).collect();
+
+        let mut compiled = Compiled {
+            inv_capacity,
+            group_start: vec![0],
+            group_original: Vec::new(),
+            group_compiled: vec![None; problem.group_count()],
+            item_original: Vec::new(),
+            item_group: Vec::new(),
+            value: Vec::new(),
+            cons_start: vec![0],
+            cons_row: Vec::new(),
+            cons_amount: Vec::new(),
+            cons_fraction: Vec::new(),
+            integral_values: true,
+            capacity,
+        };
+        for (g, members) in by_group.iter().enumerate() {
+            if members.is_empty() {
+                continue;
+            }
+            let cg = compiled.group_original.len() as u32;
+            compiled.group_compiled[g] = Some(cg);
+            compiled.group_original.push(g);
+            for &i in members {
+                let item = &items[i];
+                compiled.item_original.push(i);
+                compiled.item_group.push(cg);
+                compiled.value.push(item.value);
+                compiled.integral_values &= item.value.fract() == 0.0;
+                for &(row, amount) in &item.consumption {
+                    let r = row_new[row];
+                    if r != u32::MAX {
+                        compiled.cons_row.push(r);
+                        compiled.cons_amount.push(amount);
+                        compiled.cons_fraction.push(amount as f64 / compiled.capacity[r as usize] as f64);
+                    }
+                }
+                compiled.cons_start.push(compiled.cons_row.len() as u32);
+            }
+            compiled.group_start.push(compiled.item_original.len() as u32);
+        }
+        compiled
+    }
+
+    pub fn rows(&self) -> usize {
+        self.capacity.len()
+    }
+
+    pub fn groups(&self) -> usize {
+        self.group_original.len()
+    }
+
+    pub fn items(&self) -> usize {
+        self.value.len()
+    }
+
+    #[inline]
+    pub fn consumption(&self, item: u32) -> std::ops::Range<usize> {
+        self.cons_start[item as usize] as usize..self.cons_start[item as usize + 1] as usize
+    }
+}
+
+/// Drops every item for which a sibling is worth at least as much and uses no more of any row.
+/// Of two identical items the first one added is kept.
+fn remove_dominated(members: &mut Vec<usize>, problem: &Problem) {
+    // Quadratic; XOR bids are small, and a huge one is left as it is rather than stall.
+    if members.len() < 2 || members.len() > 256 {
+        return;
+    }
+    let items = problem.items();
+    let dominates = |a: usize, b: usize| {
+        let (ia, ib) = (&items[a], &items[b]);
+        ia.value >= ib.value
+            && ia.consumption.iter().all(|&(row, amount)| {
+                ib.consumption.iter().find(|&&(r, _)| r == row).is_some_and(|&(_, other)| amount <= other)
+            })
+    };
+    let kept: Vec<usize> = members
+        .iter()
+        .enumerate()
+        .filter(|&(k, &b)| {
+            !members.iter().enumerate().any(|(j, &a)| {
+                j != k && dominates(a, b) && (j < k || !dominates(b, a))
+            })
+        })
+        .map(|(_, &b)| b)
+        .collect();
+    *members = kept;
+}

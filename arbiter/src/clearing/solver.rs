@@ -1,0 +1,310 @@
+//! The exact solver: depth-first branch-and-bound over items with Lagrangian bounds.
+//!
+//! Why this shape: a host's round has tens of groups and a handful of rows, a CATS instance
+//! hundreds of bids and goods; both are small enough that a tight bound at every node beats any
+//! general-purpose MIP machinery, and depth-first search keeps an incumbent from the first dive so
+//! the solver is *anytime*: stopped by its time budget it still returns the best allocation found,
+//! a valid upper bound, and whether the two meet (proven optimal).
+//!
+//! At each node the live items (open group, not excluded, fitting the residual capacity) are
+//! priced with Lagrangian multipliers ([`super::bounds`]), improved by a few subgradient steps.
+//! The relaxation's picks are tried as a solution (exactly, in integers) and greedily repaired
+//! into one; the node is pruned when its bound cannot beat the incumbent. Otherwise the search
+//! branches on the pick with the highest reduced value: first take it (its group closes, its
+//! consumption leaves the residual, items that no longer fit drop out), then exclude it.
+//!
+//! A bound within a relative 1e-9 of the incumbent counts as "cannot beat it" (float sums carry
+//! rounding); when every value is a whole number the bound must beat the incumbent by almost 1.
+
+use std::time::{Duration, Instant};
+
+use super::bounds::{lagrangian, subgradient_step};
+use super::compiled::Compiled;
+use super::problem::Problem;
+
+/// Limits on one solve. The default has no limit at all: the result is always proven optimal.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SolveOptions {
+    /// Stop searching after this long and return the best allocation found so far.
+    pub time_limit: Option<Duration>,
+}
+
+/// The outcome of a solve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Solution {
+    /// Chosen item numbers (as returned by [`Problem::add_item`]), ascending.
+    pub chosen: Vec<usize>,
+    /// Sum of the chosen items' values.
+    pub value: f64,
+    /// No feasible selection is worth more than this (equals `value` when `optimal`).
+    pub bound: f64,
+    /// The search finished: `value` is the optimum (to a relative 1e-9).
+    pub optimal: bool,
+    /// Branch-and-bound nodes explored.
+    pub nodes: u64,
+}
+
+/// Solves `problem` to optimality, or to the best found within `options.time_limit`.
+pub fn solve(problem: &Problem, options: &SolveOptions) -> Solution {
+    let compiled = Compiled::new(problem);
+    solve_compiled(&compiled, options, None, &[])
+}
+
+/// Solves an already compiled problem, ignoring the groups in `removed_groups` (original group
+/// numbers), starting from `warm_start` (a feasible selection, in original item numbers) if any.
+pub(crate) fn solve_compiled(
+    c: &Compiled,
+    options: &SolveOptions,
+    removed_group: Option<usize>,
+    warm_start: &[usize],
+) -> Solution {
+    let start = Instant::now();
+    let mut search = Search::new(c, options.time_limit.map(|t| start + t));
+    if let Some(g) = removed_group.and_then(|g| c.group_compiled[g]) {
+        search.group_open[g as usize] = false;
+    }
+    // The warm start is checked, not trusted: it only ever raises the incumbent.
+    let warm: Vec<u32> = warm_start
+        .iter()
+        .filter_map(|&orig| c.item_original.iter().position(|&o| o == orig).map(|i| i as u32))
+        .filter(|&i| search.group_open[c.item_group[i as usize] as usize])
+        .collect();
+    search.try_selection(&warm);
+
+    let root_live: Vec<u32> =
+        (0..c.items() as u32).filter(|&i| search.group_open[c.item_group[i as usize] as usize]).collect();
+    search.live[0] = root_live;
+    let root_bound = search.node(0);
+    let optimal = !search.aborted;
+    let mut chosen: Vec<usize> = search.best_chosen.iter().map(|&i| c.item_original[i as usize]).collect();
+    chosen.sort_unstable();
+    let value: f64 = search.best_chosen.iter().map(|&i| c.value[i as usize]).sum();
+    let bound = if optimal { value } else { root_bound.max(value) };
+    Solution { chosen, value, bound, optimal, nodes: search.nodes }
+}
+
+/// Subgradient steps at the root, where a good start for every node below is worth the most.
+const ROOT_STEPS: usize = 120;
+/// Subgradient steps at every other node.
+const NODE_STEPS: usize = 4;
+
+struct Search<'a> {
+    c: &'a Compiled,
+    deadline: Option<Instant>,
+    aborted: bool,
+    nodes: u64,
+    residual: Vec<u64>,
+    fixed_value: f64,
+    group_open: Vec<bool>,
+    chosen: Vec<u32>,
+    best_value: f64,
+    best_chosen: Vec<u32>,
+    /// Live items at each depth.
+    live: Vec<Vec<u32>>,
+    /// Multipliers each depth starts from.
+    lambda: Vec<Vec<f64>>,
+    reduced: Vec<f64>,
+    picks: Vec<u32>,
+    gradient: Vec<f64>,
+    scratch_used: Vec<u64>,
+    scratch_order: Vec<u32>,
+}
+
+impl<'a> Search<'a> {
+    fn new(c: &'a Compiled, deadline: Option<Instant>) -> Self {
+        Search {
+            c,
+            deadline,
+            aborted: false,
+            nodes: 0,
+            residual: c.capacity.clone(),
+            fixed_value: 0.0,
+            group_open: vec![true; c.groups()],
+            chosen: Vec::new(),
+            best_value: 0.0,
+            best_chosen: Vec::new(),
+            live: vec![Vec::new()],
+            lambda: vec![vec![0.0; c.rows()]],
+            reduced: vec![0.0; c.items()],
+            picks: Vec::new(),
+            gradient: vec![0.0; c.rows()],
+            scratch_used: vec![0; c.rows()],
+            scratch_order: Vec::new(),
+        }
+    }
+
+    /// The bound cannot beat the incumbent.
+    fn prunable(&self, bound: f64) -> bool {
+        let scale = self.best_value.abs().max(1.0);
+        if self.c.integral_values {
+            bound < self.best_value + 1.0 - 1e-7 * scale
+        } else {
+            bound <= self.best_value + 1e-9 * scale
+        }
+    }
+
+    fn fits(&self, item: u32, residual: &[u64]) -> bool {
+        self.c.consumption(item).all(|e| self.c.cons_amount[e] <= residual[self.c.cons_row[e] as usize])
+    }
+
+    /// Greedily completes the current node's partial allocation with `order` (items in order of
+    /// preference, at most one per group), keeping whatever fits; updates the incumbent.
+    fn try_selection(&mut self, order: &[u32]) {
+        let c = self.c;
+        let mut used = std::mem::take(&mut self.scratch_used);
+        used.copy_from_slice(&self.residual);
+        let mut value = self.fixed_value;
+        let mut taken: Vec<u32> = Vec::new();
+        for &i in order {
+            let g = c.item_group[i as usize];
+            if !self.group_open[g as usize] || taken.iter().any(|&t| c.item_group[t as usize] == g) {
+                continue;
+            }
+            if self.fits(i, &used) {
+                for e in c.consumption(i) {
+                    used[c.cons_row[e] as usize] -= c.cons_amount[e];
+                }
+                value += c.value[i as usize];
+                taken.push(i);
+            }
+        }
+        self.scratch_used = used;
+        if value > self.best_value {
+            self.best_value = value;
+            self.best_chosen.clear();
+            self.best_chosen.extend_from_slice(&self.chosen);
+            self.best_chosen.extend_from_slice(&taken);
+        }
+    }
+
+    fn out_of_time(&mut self) -> bool {
+        if !self.aborted && self.nodes % 64 == 0 {
+            if let Some(deadline) = self.deadline {
+                self.aborted = Instant::now() >= deadline;
+            }
+        }
+        self.aborted
+    }
+
+    /// Explores the node whose live items are `self.live[depth]`; returns its bound.
+    fn node(&mut self, depth: usize) -> f64 {
+        self.nodes += 1;
+        if self.out_of_time() {
+            return f64::INFINITY;
+        }
+        let c = self.c;
+        let live = std::mem::take(&mut self.live[depth]);
+        if live.is_empty() {
+            // Nothing left to choose: the partial allocation is complete.
+            self.try_selection(&[]);
+            self.live[depth] = live;
+            return self.fixed_value;
+        }
+        let mut lambda = std::mem::take(&mut self.lambda[depth]);
+        let mut best_lambda = lambda.clone();
+        let mut best_bound = f64::INFINITY;
+        let steps = if depth == 0 { ROOT_STEPS } else { NODE_STEPS };
+        let mut step_scale = if depth == 0 { 1.0 } else { 0.5 };
+        let mut stale = 0;
+        let mut picks = std::mem::take(&mut self.picks);
+        for step in 0..=steps {
+            let bound =
+                lagrangian(c, self.fixed_value, &self.residual, &live, &lambda, &mut self.reduced, &mut picks);
+            if bound < best_bound - 1e-12 * bound.abs() {
+                best_bound = bound;
+                best_lambda.copy_from_slice(&lambda);
+                stale = 0;
+            } else {
+                stale += 1;
+                if stale >= 5 {
+                    step_scale *= 0.5;
+                    stale = 0;
+                }
+            }
+            // The relaxation's own choice, repaired greedily, is often a good allocation.
+            if depth == 0 || step == 0 {
+                let mut order = std::mem::take(&mut self.scratch_order);
+                order.clear();
+                order.extend_from_slice(&picks);
+                order.sort_unstable_by(|&a, &b| self.reduced[b as usize].total_cmp(&self.reduced[a as usize]));
+                self.try_selection(&order);
+                self.scratch_order = order;
+            }
+            if self.prunable(best_bound) {
+                break;
+            }
+            if step == steps
+                || !subgradient_step(
+                    c,
+                    &self.residual,
+                    &picks,
+                    &mut lambda,
+                    &mut self.gradient,
+                    bound,
+                    self.best_value,
+                    step_scale,
+                )
+            {
+                break;
+            }
+        }
+        if self.prunable(best_bound) {
+            self.picks = picks;
+            self.lambda[depth] = lambda;
+            self.live[depth] = live;
+            return best_bound;
+        }
+        // Branch at the best multipliers found.
+        lambda.copy_from_slice(&best_lambda);
+        lagrangian(c, self.fixed_value, &self.residual, &live, &lambda, &mut self.reduced, &mut picks);
+        let branch = picks
+            .iter()
+            .copied()
+            .max_by(|&a, &b| self.reduced[a as usize].total_cmp(&self.reduced[b as usize]))
+            .unwrap_or_else(|| {
+                live.iter()
+                    .copied()
+                    .max_by(|&a, &b| self.reduced[a as usize].total_cmp(&self.reduced[b as usize]))
+                    .expect("live is not empty")
+            });
+        self.picks = picks;
+        if self.live.len() <= depth + 1 {
+            self.live.push(Vec::new());
+            self.lambda.push(vec![0.0; c.rows()]);
+        }
+
+        // Take `branch`.
+        let group = c.item_group[branch as usize];
+        for e in c.consumption(branch) {
+            self.residual[c.cons_row[e] as usize] -= c.cons_amount[e];
+        }
+        self.fixed_value += c.value[branch as usize];
+        self.group_open[group as usize] = false;
+        self.chosen.push(branch);
+        let mut child = std::mem::take(&mut self.live[depth + 1]);
+        child.clear();
+        child.extend(live.iter().copied().filter(|&i| c.item_group[i as usize] != group && self.fits(i, &self.residual)));
+        self.live[depth + 1] = child;
+        self.lambda[depth + 1].copy_from_slice(&lambda);
+        self.node(depth + 1);
+        self.chosen.pop();
+        self.group_open[group as usize] = true;
+        self.fixed_value -= c.value[branch as usize];
+        for e in c.consumption(branch) {
+            self.residual[c.cons_row[e] as usize] += c.cons_amount[e];
+        }
+
+        // Leave `branch` out.
+        if !self.aborted && !self.prunable(best_bound) {
+            let mut child = std::mem::take(&mut self.live[depth + 1]);
+            child.clear();
+            child.extend(live.iter().copied().filter(|&i| i != branch));
+            self.live[depth + 1] = child;
+            self.lambda[depth + 1].copy_from_slice(&lambda);
+            self.node(depth + 1);
+        }
+        self.lambda[depth] = lambda;
+        self.live[depth] = live;
+        best_bound
+    }
+}

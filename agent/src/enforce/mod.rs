@@ -1,0 +1,1 @@
+//! Enforcement backends: apply a decided allocation to a cgroup or a container.

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use entente_arbiter::clearing::{self, CatsInstance, SolveOptions};
+use entente_arbiter::clearing::{self, CatsInstance, ClearingOptions, SolveOptions};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -82,7 +82,34 @@ fn solve(args: &SolveArgs) -> Result<(), String> {
                 "winners": solution.chosen,
             })
         }
-        InstanceFormat::Json => return Err("json format: not yet supported".into()),
+        InstanceFormat::Json => {
+            let host = clearing::parse_host_instance(&text, &args.file.display().to_string())
+                .map_err(|e| format!("{}: {e}", args.file.display()))?;
+            let started = Instant::now();
+            let outcome = clearing::clear_host(&host, &ClearingOptions { time_limit: options.time_limit, payments: true })
+                .map_err(|e| format!("{}: {e}", args.file.display()))?;
+            let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+            let winners: Vec<_> = outcome
+                .workloads
+                .iter()
+                .filter_map(|w| {
+                    w.bundle_id.as_ref().map(|b| json!({"bidder": w.workload, "bundle": b, "payment": w.payment}))
+                })
+                .collect();
+            let capped: Vec<_> = outcome
+                .capped
+                .iter()
+                .map(|c| json!({"bidder": c.workload, "bundle": c.bundle, "bid_value": c.bid_value, "capped_value": c.capped_value}))
+                .collect();
+            json!({
+                "welfare": outcome.welfare,
+                "optimal": outcome.optimal,
+                "elapsed_ms": elapsed_ms,
+                "payments_exact": outcome.payments_exact,
+                "winners": winners,
+                "capped": capped,
+            })
+        }
     };
     println!("{output}");
     Ok(())

@@ -6,13 +6,25 @@
 //! - [`problem`]: the generic shape (XOR groups of items over capacitated rows);
 //! - `compiled`, [`bounds`], [`solver`]: pre-processing, Lagrangian bounds, and the anytime
 //!   branch-and-bound that solves it exactly;
-//! - [`cats`]: the CATS benchmark format, mapped onto that shape.
+//! - [`vcg`]: Clarke-pivot payments on top of the solver;
+//! - [`auction`], [`round`]: hosts, guarantees, balances and quotas, translated onto the generic
+//!   shape and cleared in parallel — the entry point for the arbiter's round loop is
+//!   [`clear_round`];
+//! - [`cats`], [`json`]: the two instance formats the `solve` command reads.
+pub mod auction;
 pub mod bounds;
 pub mod cats;
 mod compiled;
+pub mod json;
 pub mod problem;
+pub mod round;
 pub mod solver;
+pub mod vcg;
 
+pub use auction::{AuctionError, Bundle, CappedBundle, HostAuction, Quota, WorkloadBid};
 pub use cats::{CatsBid, CatsError, CatsInstance};
+pub use json::parse_host_instance;
 pub use problem::{Infeasibility, Item, Problem, ProblemError};
+pub use round::{clear_host, clear_round, ClearingOptions, HostOutcome, WorkloadOutcome};
 pub use solver::{solve, Solution, SolveOptions};
+pub use vcg::{clear, Clearing};

@@ -1,0 +1,47 @@
+//! VCG payments with the Clarke pivot: each winner pays the welfare its presence costs the others.
+//!
+//! `p_w = W*(without w) − (W* − v_w)`: the best welfare of everyone else had `w` not bid, minus
+//! what everyone else gets in the chosen allocation. Removing `w` removes its whole XOR group; in
+//! a host's problem that leaves `w` at its guarantee, which is exactly "not bidding". With exact
+//! optima `0 ≤ p_w ≤ v_w` holds by construction (the chosen allocation without `w` is feasible
+//! for the problem without `w`; `W*` is at least the optimum without `w`); payments are clamped to
+//! that range anyway so a time-limited (inexact) solve can never charge a winner more than it bid
+//! or pay it. Losers pay nothing: removing a group that won nothing leaves `W*` optimal.
+//!
+//! Only winners need a re-solve, each warm-started from the chosen allocation minus the winner,
+//! on the already pre-processed problem.
+
+use super::compiled::Compiled;
+use super::problem::Problem;
+use super::solver::{solve_compiled, Solution, SolveOptions};
+
+/// An allocation with its payments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Clearing {
+    pub solution: Solution,
+    /// Payment of each group (0 for groups that won nothing).
+    pub payments: Vec<f64>,
+    /// Every solve behind the payments finished; otherwise payments are best-effort estimates
+    /// (still within `0..=value`).
+    pub payments_exact: bool,
+}
+
+/// Solves `problem` and, if `with_payments`, computes each winning group's VCG payment. The time
+/// limit in `options` applies to each solve separately.
+pub fn clear(problem: &Problem, options: &SolveOptions, with_payments: bool) -> Clearing {
+    let compiled = Compiled::new(problem);
+    let solution = solve_compiled(&compiled, options, None, &[]);
+    let mut payments = vec![0.0; problem.group_count()];
+    let mut payments_exact = solution.optimal;
+    if with_payments {
+        for &item in &solution.chosen {
+            let winner = &problem.items()[item];
+            let others: Vec<usize> = solution.chosen.iter().copied().filter(|&i| i != item).collect();
+            let without = solve_compiled(&compiled, options, Some(winner.group), &others);
+            payments_exact &= without.optimal;
+            let others_now = solution.value - winner.value;
+            payments[winner.group] = (without.value - others_now).clamp(0.0, winner.value);
+        }
+    }
+    Clearing { solution, payments, payments_exact }
+}

@@ -3,3 +3,4 @@
 
 pub mod clearing;
 pub mod ledger;
+pub mod rounds;

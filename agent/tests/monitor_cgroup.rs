@@ -1,6 +1,6 @@
 //! The monitor against real processes in real cgroups on this machine.
 //!
-//! A CPU burner runs in a fresh v1 cpuacct cgroup and a fresh cgroup2 directory; two samples
+//! A CPU burner runs in fresh v1 cpuacct, memory and blkio cgroups and a fresh cgroup2 directory; two samples
 //! ~1.5 s apart must show about one core of cpu, PSI read from the workload's own cgroup2
 //! directory, and perf counters. This host has no PMU, so the counters are the software fallback
 //! with a positive task clock (the perf-event fallback acceptance test). Needs root.
@@ -29,7 +29,8 @@ impl Burner {
         let name = format!("entente-mon-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos());
         let child = Command::new("sh").arg("-c").arg("while :; do :; done").spawn().expect("spawn burner");
         let mut burner = Burner { child, dirs: Vec::new(), name: name.clone() };
-        let mut mounts: Vec<PathBuf> = layout.v1_mount("cpuacct").map(|m| m.mount_point.clone()).into_iter().collect();
+        let mut mounts: Vec<PathBuf> =
+            ["cpuacct", "memory", "blkio"].iter().filter_map(|c| layout.v1_mount(c)).map(|m| m.mount_point.clone()).collect();
         mounts.extend(layout.v2.as_ref().map(|m| m.mount_point.clone()));
         assert!(!mounts.is_empty(), "no cpuacct or cgroup2 mount on this host");
         for mount in mounts {
@@ -80,6 +81,11 @@ fn burner_uses_about_a_core_with_cgroup_psi_and_software_counters() {
     assert!(second.interval.is_some_and(|d| d >= Duration::from_millis(1400)));
     assert!(second.usage.cpu_millicores > 400.0, "burner used {} millicores", second.usage.cpu_millicores);
     assert!(second.usage.cpu_millicores < 2100.0, "more than the whole 2-core host: {}", second.usage.cpu_millicores);
+    // Memory and disk come from the v1 controllers where mounted (a hybrid host's cgroup2 tree
+    // usually has those controllers disabled).
+    assert_eq!(second.measured.memory, layout.v1_mount("memory").is_some(), "{:?}", second.measured);
+    assert_eq!(second.measured.disk, layout.v1_mount("blkio").is_some(), "{:?}", second.measured);
+    assert!(second.measured.net, "the burner's /proc/<pid>/net/dev is readable");
     if layout.v2.is_some() {
         assert_eq!(second.pressure.source, PsiSource::Cgroup, "PSI should come from the burner's cgroup2 dir");
         assert!(second.pressure.cpu_some.is_some());

@@ -81,11 +81,9 @@ impl CgroupLayout {
             let root = unescape_mountinfo(pre[3]);
             let mount_point = PathBuf::from(unescape_mountinfo(pre[4]));
             match post[0] {
-                "cgroup2" => {
-                    // Keep the first cgroup2 mount: a second one is a bind mount of the same tree.
-                    if layout.v2.is_none() {
-                        layout.v2 = Some(CgroupMount { mount_point, root, controllers: Vec::new() });
-                    }
+                // Keep the first cgroup2 mount: a second one is a bind mount of the same tree.
+                "cgroup2" if layout.v2.is_none() => {
+                    layout.v2 = Some(CgroupMount { mount_point, root, controllers: Vec::new() });
                 }
                 "cgroup" => {
                     let super_options = post.get(2).copied().unwrap_or("");

@@ -8,6 +8,9 @@
 //! network namespace through `/proc/<pid>/net/dev` of a member process, because cgroups do not
 //! count network traffic; a workload in the host's namespace therefore reports the host's traffic.
 //!
+//! A workload whose cgroup is a hierarchy root (a process in `/`) is the whole host as far as
+//! cgroups can tell: its cpu, memory and disk figures are host-wide, and PSI is labelled `Host`.
+//!
 //! Rates are deltas over a monotonic clock. The first sample after creation has no previous
 //! reading: its rates are 0 and [`Sample::interval`] is `None`, so the caller can skip publishing
 //! it (the agent does). A counter that went backwards (cgroup recreated, member pid changed

@@ -26,11 +26,18 @@ struct Burner {
 
 impl Burner {
     fn start(layout: &CgroupLayout) -> Burner {
-        let name = format!("entente-mon-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos());
+        let name = format!(
+            "entente-mon-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+        );
         let child = Command::new("sh").arg("-c").arg("while :; do :; done").spawn().expect("spawn burner");
         let mut burner = Burner { child, dirs: Vec::new(), name: name.clone() };
-        let mut mounts: Vec<PathBuf> =
-            ["cpuacct", "memory", "blkio"].iter().filter_map(|c| layout.v1_mount(c)).map(|m| m.mount_point.clone()).collect();
+        let mut mounts: Vec<PathBuf> = ["cpuacct", "memory", "blkio"]
+            .iter()
+            .filter_map(|c| layout.v1_mount(c))
+            .map(|m| m.mount_point.clone())
+            .collect();
         mounts.extend(layout.v2.as_ref().map(|m| m.mount_point.clone()));
         assert!(!mounts.is_empty(), "no cpuacct or cgroup2 mount on this host");
         for mount in mounts {
@@ -67,8 +74,9 @@ fn burner_uses_about_a_core_with_cgroup_psi_and_software_counters() {
     eprintln!("capabilities: {caps}");
     let layout = CgroupLayout::read();
     let burner = Burner::start(&layout);
-    let mut m = Monitor::new(&layout, WorkloadTarget { cgroup: Some(burner.name.clone()), pids: vec![burner.child.id()] })
-        .expect("monitor for the burner's cgroup");
+    let mut m =
+        Monitor::new(&layout, WorkloadTarget { cgroup: Some(burner.name.clone()), pids: vec![burner.child.id()] })
+            .expect("monitor for the burner's cgroup");
     eprintln!("dirs: {:?}, counters: {:?} ({:?})", m.dirs(), m.counter_source(), m.counter_scope());
 
     let first = m.sample().expect("first sample");

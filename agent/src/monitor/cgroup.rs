@@ -87,11 +87,8 @@ impl CgroupLayout {
                 }
                 "cgroup" => {
                     let super_options = post.get(2).copied().unwrap_or("");
-                    let controllers: Vec<String> = super_options
-                        .split(',')
-                        .filter(|o| is_v1_controller_option(o))
-                        .map(str::to_owned)
-                        .collect();
+                    let controllers: Vec<String> =
+                        super_options.split(',').filter(|o| is_v1_controller_option(o)).map(str::to_owned).collect();
                     if controllers.is_empty() || layout.v1.iter().any(|m| m.controllers == controllers) {
                         continue;
                     }
@@ -261,8 +258,7 @@ mod tests {
 30 25 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
 ";
 
-    const V2_IN_CONTAINER: &str =
-        "700 650 0:26 /kubepods/pod1 /sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 rw\n";
+    const V2_IN_CONTAINER: &str = "700 650 0:26 /kubepods/pod1 /sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 rw\n";
 
     #[test]
     fn hybrid_layout_resolves_each_controller_and_the_unified_dir() {

@@ -53,9 +53,7 @@ pub fn probe() -> Capabilities {
     let host_psi = Path::new(psi::HOST_PRESSURE_DIR).join("cpu").is_file()
         && std::fs::read_to_string(Path::new(psi::HOST_PRESSURE_DIR).join("cpu")).is_ok();
     // The hierarchy root has no pressure files on some kernels, so look at our own cgroup too.
-    let own_v2 = cgroup_of_pid(std::process::id())
-        .ok()
-        .and_then(|p| CgroupDirs::for_proc(&layout, &p).unified);
+    let own_v2 = cgroup_of_pid(std::process::id()).ok().and_then(|p| CgroupDirs::for_proc(&layout, &p).unified);
     let cgroup_psi = layout.v2.as_ref().is_some_and(|m| {
         [Some(m.mount_point.clone()), own_v2].into_iter().flatten().any(|d| d.join("cpu.pressure").is_file())
     });

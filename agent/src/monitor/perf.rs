@@ -204,7 +204,12 @@ impl PerfCounters {
 
     /// A set with nothing open.
     pub fn unavailable() -> PerfCounters {
-        PerfCounters { slots: Vec::new(), source: CounterSource::Unavailable, scope: PerfScope::None, _cgroup_dir: None }
+        PerfCounters {
+            slots: Vec::new(),
+            source: CounterSource::Unavailable,
+            scope: PerfScope::None,
+            _cgroup_dir: None,
+        }
     }
 
     pub fn source(&self) -> CounterSource {

@@ -16,12 +16,12 @@
 //! Trade-offs: an LC workload short of cpu offers to give up disk bandwidth it does not use for
 //! it; a best-effort or relaxed batch workload offers to give up cpu in exchange for a delay.
 
-use entente_protocol::{
-    Bid, Bundle, ForecastSource, HostId, Offer, Resource, ResourceVector, RoundId, Usage, WorkloadClass,
-    WorkloadId, WorkloadSpec, MAX_AMOUNT,
-};
 use entente_protocol::messages::bid::MAX_STANDING_ROUNDS;
 use entente_protocol::validate::{MAX_BUNDLES, MAX_CREDITS};
+use entente_protocol::{
+    Bid, Bundle, ForecastSource, HostId, Offer, Resource, ResourceVector, RoundId, Usage, WorkloadClass, WorkloadId,
+    WorkloadSpec, MAX_AMOUNT,
+};
 use uuid::Uuid;
 
 /// What the bid is based on for the next horizon.
@@ -227,11 +227,16 @@ pub fn plan_bundles(input: &BidInput<'_>) -> Vec<Bundle> {
         }
         WorkloadClass::BestEffort | WorkloadClass::Batch => {
             let relaxed = spec.class == WorkloadClass::BestEffort || deadline_pressure(spec, input.elapsed_s) < 0.5;
-            let reduced_cpu = clamp_to_spec(&keep.with_cpu(to_amount(keep.cpu as f64 * (1.0 - DELAY_CPU_SHARE))), spec).cpu;
+            let reduced_cpu =
+                clamp_to_spec(&keep.with_cpu(to_amount(keep.cpu as f64 * (1.0 - DELAY_CPU_SHARE))), spec).cpu;
             if relaxed && reduced_cpu < keep.cpu {
                 // Work that needs `need` cpu but gets `reduced` runs need/reduced times longer.
                 let cpu_need = need[0].max(keep.cpu as f64);
-                let stretch = if reduced_cpu == 0 { MAX_DELAY_ROUNDS } else { (cpu_need / reduced_cpu as f64 - 1.0).clamp(0.0, MAX_DELAY_ROUNDS) };
+                let stretch = if reduced_cpu == 0 {
+                    MAX_DELAY_ROUNDS
+                } else {
+                    (cpu_need / reduced_cpu as f64 - 1.0).clamp(0.0, MAX_DELAY_ROUNDS)
+                };
                 let delay_ms = to_amount(stretch * input.round_ms as f64);
                 let mut alloc = keep;
                 alloc.cpu = reduced_cpu;

@@ -67,11 +67,17 @@ mod tests {
 
     #[test]
     fn metric_slack_respects_direction() {
-        let latency = Slo::Metric { url: "http://x/metrics".into(), metric: "p99_ms".into(), target: 10.0, higher_is_better: false };
+        let latency = Slo::Metric {
+            url: "http://x/metrics".into(),
+            metric: "p99_ms".into(),
+            target: 10.0,
+            higher_is_better: false,
+        };
         assert_eq!(slo_slack(&latency, &pressure(0.0), Some(5.0)), Some(0.5));
         assert_eq!(slo_slack(&latency, &pressure(0.0), Some(15.0)), Some(-0.5));
         assert_eq!(slo_slack(&latency, &pressure(0.0), None), None);
-        let throughput = Slo::Metric { url: "http://x/metrics".into(), metric: "rps".into(), target: 100.0, higher_is_better: true };
+        let throughput =
+            Slo::Metric { url: "http://x/metrics".into(), metric: "rps".into(), target: 100.0, higher_is_better: true };
         assert_eq!(slo_slack(&throughput, &pressure(0.0), Some(50.0)), Some(-0.5));
         assert_eq!(slo_slack(&throughput, &pressure(0.0), Some(300.0)), Some(1.0));
     }

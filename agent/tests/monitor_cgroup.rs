@@ -1,0 +1,134 @@
+//! The monitor against real processes in real cgroups on this machine.
+//!
+//! A CPU burner runs in fresh v1 cpuacct, memory and blkio cgroups and a fresh cgroup2 directory; two samples
+//! ~1.5 s apart must show about one core of cpu, PSI read from the workload's own cgroup2
+//! directory, and perf counters. This host has no PMU, so the counters are the software fallback
+//! with a positive task clock (the perf-event fallback acceptance test). Needs root.
+
+use entente_agent::monitor::{self, CgroupLayout, Monitor, WorkloadTarget};
+use entente_protocol::{CounterSource, PsiSource};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "monitor tests create cgroups and open perf events: run them as root");
+}
+
+/// A burner process in fresh cgroups; kills it and removes the directories on drop.
+struct Burner {
+    child: Child,
+    dirs: Vec<PathBuf>,
+    name: String,
+}
+
+impl Burner {
+    fn start(layout: &CgroupLayout) -> Burner {
+        let name = format!(
+            "entente-mon-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+        );
+        let child = Command::new("sh").arg("-c").arg("while :; do :; done").spawn().expect("spawn burner");
+        let mut burner = Burner { child, dirs: Vec::new(), name: name.clone() };
+        let mut mounts: Vec<PathBuf> = ["cpuacct", "memory", "blkio"]
+            .iter()
+            .filter_map(|c| layout.v1_mount(c))
+            .map(|m| m.mount_point.clone())
+            .collect();
+        mounts.extend(layout.v2.as_ref().map(|m| m.mount_point.clone()));
+        assert!(!mounts.is_empty(), "no cpuacct or cgroup2 mount on this host");
+        for mount in mounts {
+            let dir = mount.join(&name);
+            std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+            burner.dirs.push(dir.clone());
+            std::fs::write(dir.join("cgroup.procs"), burner.child.id().to_string())
+                .unwrap_or_else(|e| panic!("move burner into {}: {e}", dir.display()));
+        }
+        burner
+    }
+}
+
+impl Drop for Burner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The kernel frees a cgroup only once its last task has exited: retry briefly.
+        for dir in self.dirs.iter().rev() {
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+#[test]
+fn burner_uses_about_a_core_with_cgroup_psi_and_software_counters() {
+    require_root();
+    let caps = monitor::probe();
+    eprintln!("capabilities: {caps}");
+    let layout = CgroupLayout::read();
+    let burner = Burner::start(&layout);
+    let mut m =
+        Monitor::new(&layout, WorkloadTarget { cgroup: Some(burner.name.clone()), pids: vec![burner.child.id()] })
+            .expect("monitor for the burner's cgroup");
+    eprintln!("dirs: {:?}, counters: {:?} ({:?})", m.dirs(), m.counter_source(), m.counter_scope());
+
+    let first = m.sample().expect("first sample");
+    assert_eq!(first.interval, None, "the first sample has no interval");
+    assert_eq!(first.usage.cpu_millicores, 0.0, "the first sample has no rates");
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = m.sample().expect("second sample");
+    eprintln!("{second:#?}");
+
+    assert!(second.interval.is_some_and(|d| d >= Duration::from_millis(1400)));
+    assert!(second.usage.cpu_millicores > 400.0, "burner used {} millicores", second.usage.cpu_millicores);
+    assert!(second.usage.cpu_millicores < 2100.0, "more than the whole 2-core host: {}", second.usage.cpu_millicores);
+    // Memory and disk come from the v1 controllers where mounted (a hybrid host's cgroup2 tree
+    // usually has those controllers disabled).
+    assert_eq!(second.measured.memory, layout.v1_mount("memory").is_some(), "{:?}", second.measured);
+    assert_eq!(second.measured.disk, layout.v1_mount("blkio").is_some(), "{:?}", second.measured);
+    assert!(second.measured.net, "the burner's /proc/<pid>/net/dev is readable");
+    if layout.v2.is_some() {
+        assert_eq!(second.pressure.source, PsiSource::Cgroup, "PSI should come from the burner's cgroup2 dir");
+        assert!(second.pressure.cpu_some.is_some());
+    }
+    match caps.counters {
+        CounterSource::Hardware => {
+            assert_eq!(second.counters.source, CounterSource::Hardware);
+            assert!(second.counters.instructions.is_some_and(|v| v > 0.0));
+        }
+        CounterSource::Software => {
+            // No PMU: the fallback must still give counters, labelled as software.
+            assert_eq!(second.counters.source, CounterSource::Software);
+            assert_eq!(second.counters.instructions, None);
+            assert!(second.counters.task_clock_ms.is_some_and(|v| v > 0.0), "{:?}", second.counters);
+        }
+        CounterSource::Unavailable => assert_eq!(second.counters.source, CounterSource::Unavailable),
+    }
+}
+
+#[test]
+fn a_pid_resolves_to_its_cgroups_and_a_vanished_cgroup_is_an_error() {
+    require_root();
+    let layout = CgroupLayout::read();
+    let burner = Burner::start(&layout);
+    let procs = monitor::cgroup_of_pid(burner.child.id()).expect("read /proc/<pid>/cgroup");
+    if layout.v1_mount("cpuacct").is_some() {
+        assert_eq!(procs.v1_path("cpuacct"), Some(format!("/{}", burner.name).as_str()));
+    }
+    if layout.v2.is_some() {
+        assert_eq!(procs.v2, Some(format!("/{}", burner.name)));
+    }
+    let mut m = Monitor::for_pid(burner.child.id()).expect("monitor by pid");
+    m.sample().expect("sample by pid");
+    let name = burner.name.clone();
+    drop(burner);
+    assert!(m.sample().is_err(), "sampling a removed cgroup must fail, not report zeros");
+    assert!(Monitor::for_cgroup(&name).is_err());
+}

@@ -7,8 +7,10 @@
 //!   updated through `NanoCpus`, any other through `CpuQuota`/`CpuPeriod` (100 ms period, as the
 //!   cgroup backends). `CpuShares` follows the allocation as on cgroup v1.
 //! * Memory: raising `Memory` above the container's `MemorySwap` is refused, so `MemorySwap` is
-//!   always sent with it, equal to it (no swap beyond the allocation). 0 means unconstrained and
-//!   is sent as -1 for both. The engine refuses limits under 6 MiB; the error is reported.
+//!   always sent with it, equal to it (no swap beyond the allocation). The engine refuses limits
+//!   under 6 MiB (the error is reported) and refuses -1 on update, so a limit once set cannot be
+//!   lifted: 0 ("unconstrained") is sent as the host's physical memory, which is the same in
+//!   effect, and a limit at or above it reads back as unconstrained.
 //! * Block-device throttles (`BlkioDeviceReadBps`...) cannot be changed on a running container:
 //!   the engine ignores them on update. So `disk_bw` is not enforced here, and
 //!   [`Backend::enforces`] says so.
@@ -92,8 +94,19 @@ fn cpu_of(config: &HostConfig) -> u64 {
 
 fn memory_of(config: &HostConfig) -> u64 {
     match config.memory {
-        Some(bytes) if bytes > 0 => bytes as u64,
+        Some(bytes) if bytes > 0 && (bytes as u64) < host_memory_bytes() => bytes as u64,
         _ => UNLIMITED,
+    }
+}
+
+/// The host's physical memory: the "no limit" of a container whose limit cannot be removed.
+fn host_memory_bytes() -> u64 {
+    // SAFETY: sysconf has no preconditions; it returns -1 only for unknown names.
+    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+    if pages > 0 {
+        pages as u64 * super::page_size()
+    } else {
+        i64::MAX as u64
     }
 }
 
@@ -129,7 +142,7 @@ impl Backend for DockerBackend {
         }
         if memory_of(&config) != expected.memory {
             changed = true;
-            let bytes = if expected.memory == UNLIMITED { -1 } else { expected.memory as i64 };
+            let bytes = if expected.memory == UNLIMITED { host_memory_bytes() } else { expected.memory } as i64;
             update.memory = Some(bytes);
             update.memory_swap = Some(bytes);
         }

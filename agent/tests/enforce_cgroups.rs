@@ -7,8 +7,8 @@
 //! offers (see each test), and a test for a hierarchy the host lacks says so and returns.
 
 use entente_agent::enforce::{
-    backend_for, detect_cgroup_layout, AppliedBecause, Backend, BackendKind, BlockDevice, CgroupLayout,
-    CgroupV1Backend, CgroupV2Backend, EnforceError, Enforcer, Target, UNLIMITED,
+    backend_for, detect_cgroup_layout, AppliedBecause, Backend, BackendKind, BlockDevice,
+    CgroupLayout, CgroupV1Backend, CgroupV2Backend, EnforceError, Enforcer, Target, UNLIMITED,
 };
 use entente_protocol::{Resource, ResourceVector, WorkloadId};
 use std::fs;
@@ -20,7 +20,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 fn require_root() {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "these tests create cgroups and must run as root (euid is {euid})");
+    assert_eq!(
+        euid, 0,
+        "these tests create cgroups and must run as root (euid is {euid})"
+    );
 }
 
 fn layout() -> CgroupLayout {
@@ -38,12 +41,20 @@ struct TestCgroup {
 
 impl TestCgroup {
     fn create(mounts: &[&Path]) -> TestCgroup {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
         let relative = format!("entente-test-{}-{nanos}", std::process::id());
-        let mut cgroup = TestCgroup { relative: relative.clone(), dirs: Vec::new(), children: Vec::new() };
+        let mut cgroup = TestCgroup {
+            relative: relative.clone(),
+            dirs: Vec::new(),
+            children: Vec::new(),
+        };
         for mount in mounts {
             let dir = mount.join(&relative);
-            fs::create_dir(&dir).unwrap_or_else(|e| panic!("creating cgroup {}: {e}", dir.display()));
+            fs::create_dir(&dir)
+                .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", dir.display()));
             cgroup.dirs.push(dir);
         }
         cgroup
@@ -64,7 +75,8 @@ impl TestCgroup {
         self.children.push(child);
         for dir in &self.dirs {
             let procs = dir.join("cgroup.procs");
-            fs::write(&procs, pid.to_string()).unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", procs.display()));
+            fs::write(&procs, pid.to_string())
+                .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", procs.display()));
         }
         pid
     }
@@ -113,7 +125,12 @@ fn nr_throttled(cpu_dir: &Path) -> u64 {
     stat.lines()
         .find_map(|line| line.strip_prefix("nr_throttled "))
         .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no nr_throttled in {}: {stat:?}", cpu_dir.join("cpu.stat").display()))
+        .unwrap_or_else(|| {
+            panic!(
+                "no nr_throttled in {}: {stat:?}",
+                cpu_dir.join("cpu.stat").display()
+            )
+        })
 }
 
 fn workload(name: &str) -> WorkloadId {
@@ -127,7 +144,10 @@ fn now_ms() -> u64 {
 /// The v1 hierarchies the v1 backend enforces through: a workload's cgroup exists in each (as
 /// systemd and container engines make them), or the backend reports it missing.
 fn v1_enforced_mounts(layout: &CgroupLayout) -> Vec<PathBuf> {
-    ["cpu", "memory", "blkio"].iter().filter_map(|c| layout.v1.get(*c).cloned()).collect()
+    ["cpu", "memory", "blkio"]
+        .iter()
+        .filter_map(|c| layout.v1.get(*c).cloned())
+        .collect()
 }
 
 /// The cgroup backend this host prefers, with the mounts a cpu test needs.
@@ -135,25 +155,39 @@ fn cpu_capable_backend(layout: &CgroupLayout) -> (BackendKind, Vec<PathBuf>) {
     match BackendKind::preferred_cgroup(layout) {
         Some(BackendKind::CgroupV2) => {
             let v2 = layout.v2.as_ref().unwrap();
-            assert!(v2.has_controller("cpu"), "the preferred v2 hierarchy at {} has no cpu controller", v2.mount_point.display());
+            assert!(
+                v2.has_controller("cpu"),
+                "the preferred v2 hierarchy at {} has no cpu controller",
+                v2.mount_point.display()
+            );
             let subtree = v2.mount_point.join("cgroup.subtree_control");
-            fs::write(&subtree, "+cpu").unwrap_or_else(|e| panic!("enabling cpu in {}: {e}", subtree.display()));
+            fs::write(&subtree, "+cpu")
+                .unwrap_or_else(|e| panic!("enabling cpu in {}: {e}", subtree.display()));
             (BackendKind::CgroupV2, vec![v2.mount_point.clone()])
         }
         Some(BackendKind::CgroupV1) => {
-            assert!(layout.v1.contains_key("cpu"), "this host has neither a v2 nor a v1 cpu controller");
+            assert!(
+                layout.v1.contains_key("cpu"),
+                "this host has neither a v2 nor a v1 cpu controller"
+            );
             (BackendKind::CgroupV1, v1_enforced_mounts(layout))
         }
-        other => panic!("no cgroup hierarchy with a cpu controller on this host: {other:?} from {layout:?}"),
+        other => panic!(
+            "no cgroup hierarchy with a cpu controller on this host: {other:?} from {layout:?}"
+        ),
     }
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn a_cpu_decision_throttles_a_busy_process_and_the_guarantee_returns_when_the_lease_expires() {
+async fn a_cpu_decision_throttles_a_busy_process_and_the_guarantee_returns_when_the_lease_expires()
+{
     let layout = layout();
     let (kind, mounts) = cpu_capable_backend(&layout);
     let backend = backend_for(&layout, kind, &[]).await.unwrap();
-    assert!(backend.enforces().contains(&Resource::Cpu), "{kind} on this host must enforce cpu");
+    assert!(
+        backend.enforces().contains(&Resource::Cpu),
+        "{kind} on this host must enforce cpu"
+    );
 
     let mut cgroup = TestCgroup::create(&mounts.iter().map(PathBuf::as_path).collect::<Vec<_>>());
     let pid = cgroup.spawn_busy_loop();
@@ -163,33 +197,54 @@ async fn a_cpu_decision_throttles_a_busy_process_and_the_guarantee_returns_when_
 
     let start = now_ms();
     let decided = ResourceVector::new(200, 0, 0, 0);
-    let outcome = enforcer.on_allocation(&workload("busy"), decided, start + 60_000, start).await.unwrap();
+    let outcome = enforcer
+        .on_allocation(&workload("busy"), decided, start + 60_000, start)
+        .await
+        .unwrap();
     assert_eq!(outcome.applied, Some(AppliedBecause::Decided));
-    assert!(outcome.unenforced.is_empty(), "cpu alone must be enforced: {outcome:?}");
+    assert!(
+        outcome.unenforced.is_empty(),
+        "cpu alone must be enforced: {outcome:?}"
+    );
 
     // The decision also lowered the weight (shares/cpu.weight), which on a loaded machine would
     // starve the loop below its quota. To measure the quota alone, raise the weight far above
     // everything else's; the quota stays as applied.
     let cpu_dir = mounts[0].join(&cgroup.relative);
-    let (weight_file, top_weight) =
-        if cpu_dir.join("cpu.shares").exists() { ("cpu.shares", "262144") } else { ("cpu.weight", "10000") };
+    let (weight_file, top_weight) = if cpu_dir.join("cpu.shares").exists() {
+        ("cpu.shares", "262144")
+    } else {
+        ("cpu.weight", "10000")
+    };
     fs::write(cpu_dir.join(weight_file), top_weight).unwrap();
 
     // Let the first period with the new quota pass, then measure over 3 s.
     std::thread::sleep(Duration::from_millis(300));
     let throttled_before = nr_throttled(&cpu_dir);
     let used = cores_used(pid, Duration::from_secs(3));
-    assert!((used - 0.2).abs() <= 0.08, "a 200-millicore decision let the busy loop use {used:.3} cores");
-    assert!(nr_throttled(&cpu_dir) > throttled_before, "the kernel never throttled the loop: the quota is not what held it");
+    assert!(
+        (used - 0.2).abs() <= 0.08,
+        "a 200-millicore decision let the busy loop use {used:.3} cores"
+    );
+    assert!(
+        nr_throttled(&cpu_dir) > throttled_before,
+        "the kernel never throttled the loop: the quota is not what held it"
+    );
 
     // No renewal: past the lease the guarantee (500 millicores) is put back.
     let report = enforcer.tick(start + 60_001).await;
     assert_eq!(report.fell_back, vec![workload("busy")]);
-    assert_eq!(report.applied, vec![(workload("busy"), AppliedBecause::Guarantee)]);
+    assert_eq!(
+        report.applied,
+        vec![(workload("busy"), AppliedBecause::Guarantee)]
+    );
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(backend.read(&cgroup.target()).await.unwrap().cpu, 500);
     let used = cores_used(pid, Duration::from_secs(2));
-    assert!(used <= 0.58, "the 500-millicore guarantee let the busy loop use {used:.3} cores");
+    assert!(
+        used <= 0.58,
+        "the 500-millicore guarantee let the busy loop use {used:.3} cores"
+    );
 }
 
 /// Skips (with a message) when the host has no v1 controllers: a v2-only host is covered by the
@@ -197,7 +252,10 @@ async fn a_cpu_decision_throttles_a_busy_process_and_the_guarantee_returns_when_
 fn v1_mount(layout: &CgroupLayout, controller: &str) -> Option<PathBuf> {
     let mount = layout.v1.get(controller).cloned();
     if mount.is_none() {
-        eprintln!("no cgroup v1 `{controller}` controller on this host ({:?}); nothing to test for v1", layout.mode());
+        eprintln!(
+            "no cgroup v1 `{controller}` controller on this host ({:?}); nothing to test for v1",
+            layout.mode()
+        );
     }
     mount
 }
@@ -205,16 +263,40 @@ fn v1_mount(layout: &CgroupLayout, controller: &str) -> Option<PathBuf> {
 #[tokio::test(flavor = "current_thread")]
 async fn v1_cpu_is_written_once_and_repaired_after_drift() {
     let layout = layout();
-    let Some(cpu_mount) = v1_mount(&layout, "cpu") else { return };
-    let cgroup = TestCgroup::create(&v1_enforced_mounts(&layout).iter().map(PathBuf::as_path).collect::<Vec<_>>());
+    let Some(cpu_mount) = v1_mount(&layout, "cpu") else {
+        return;
+    };
+    let cgroup = TestCgroup::create(
+        &v1_enforced_mounts(&layout)
+            .iter()
+            .map(PathBuf::as_path)
+            .collect::<Vec<_>>(),
+    );
     let backend = Arc::new(CgroupV1Backend::new(layout.v1.clone(), vec![]));
     let mut enforcer = Enforcer::new(backend.clone());
-    enforcer.register(workload("web"), cgroup.target(), ResourceVector::new(250, 0, 0, 0));
+    enforcer.register(
+        workload("web"),
+        cgroup.target(),
+        ResourceVector::new(250, 0, 0, 0),
+    );
 
     let start = now_ms();
-    enforcer.on_allocation(&workload("web"), ResourceVector::new(1500, 0, 0, 0), start + 60_000, start).await.unwrap();
+    enforcer
+        .on_allocation(
+            &workload("web"),
+            ResourceVector::new(1500, 0, 0, 0),
+            start + 60_000,
+            start,
+        )
+        .await
+        .unwrap();
     let dir = cpu_mount.join(&cgroup.relative);
-    let file = |name: &str| fs::read_to_string(dir.join(name)).unwrap().trim().to_string();
+    let file = |name: &str| {
+        fs::read_to_string(dir.join(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
     assert_eq!(file("cpu.cfs_period_us"), "100000");
     assert_eq!(file("cpu.cfs_quota_us"), "150000");
     assert_eq!(file("cpu.shares"), "1536");
@@ -222,9 +304,16 @@ async fn v1_cpu_is_written_once_and_repaired_after_drift() {
     let written = backend.files_written();
     for step in 1..=3 {
         let report = enforcer.tick(start + step * 1_000).await;
-        assert!(report.applied.is_empty() && report.errors.is_empty(), "{report:?}");
+        assert!(
+            report.applied.is_empty() && report.errors.is_empty(),
+            "{report:?}"
+        );
     }
-    assert_eq!(backend.files_written(), written, "ticks with nothing changed must write no file");
+    assert_eq!(
+        backend.files_written(),
+        written,
+        "ticks with nothing changed must write no file"
+    );
 
     fs::write(dir.join("cpu.cfs_quota_us"), "-1").unwrap();
     let report = enforcer.tick(start + 5_000).await;
@@ -234,7 +323,10 @@ async fn v1_cpu_is_written_once_and_repaired_after_drift() {
     );
     assert_eq!(file("cpu.cfs_quota_us"), "150000");
     // cpu=0 is as little as the kernel allows, not "unlimited".
-    backend.apply(&cgroup.target(), &ResourceVector::ZERO).await.unwrap();
+    backend
+        .apply(&cgroup.target(), &ResourceVector::ZERO)
+        .await
+        .unwrap();
     assert_eq!(file("cpu.cfs_quota_us"), "1000");
     assert_eq!(file("cpu.shares"), "2");
 }
@@ -242,8 +334,15 @@ async fn v1_cpu_is_written_once_and_repaired_after_drift() {
 #[tokio::test(flavor = "current_thread")]
 async fn v1_memory_limit_is_written_in_whole_pages_and_read_back() {
     let layout = layout();
-    let Some(memory_mount) = v1_mount(&layout, "memory") else { return };
-    let cgroup = TestCgroup::create(&v1_enforced_mounts(&layout).iter().map(PathBuf::as_path).collect::<Vec<_>>());
+    let Some(memory_mount) = v1_mount(&layout, "memory") else {
+        return;
+    };
+    let cgroup = TestCgroup::create(
+        &v1_enforced_mounts(&layout)
+            .iter()
+            .map(PathBuf::as_path)
+            .collect::<Vec<_>>(),
+    );
     let memory_dir = memory_mount.join(&cgroup.relative);
     let backend = CgroupV1Backend::new(layout.v1.clone(), vec![]);
     assert!(backend.enforces().contains(&Resource::Memory));
@@ -252,53 +351,103 @@ async fn v1_memory_limit_is_written_in_whole_pages_and_read_back() {
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
     let asked = ResourceVector::new(0, (100 << 20) + 123, 0, 0);
     backend.apply(&cgroup.target(), &asked).await.unwrap();
-    let limit: u64 = fs::read_to_string(memory_dir.join("memory.limit_in_bytes")).unwrap().trim().parse().unwrap();
+    let limit: u64 = fs::read_to_string(memory_dir.join("memory.limit_in_bytes"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(limit, (100 << 20) / page * page);
     let read = backend.read(&cgroup.target()).await.unwrap();
     assert_eq!(read.memory, limit);
-    assert_eq!(read, backend.expected_reading(&asked), "reading right after apply must be what the drift check expects");
+    assert_eq!(
+        read,
+        backend.expected_reading(&asked),
+        "reading right after apply must be what the drift check expects"
+    );
 
     let written = backend.files_written();
     backend.apply(&cgroup.target(), &asked).await.unwrap();
-    assert_eq!(backend.files_written(), written, "re-applying the same limit must write nothing");
+    assert_eq!(
+        backend.files_written(),
+        written,
+        "re-applying the same limit must write nothing"
+    );
 
     // 0 removes the limit.
-    backend.apply(&cgroup.target(), &ResourceVector::ZERO).await.unwrap();
-    assert_eq!(backend.read(&cgroup.target()).await.unwrap().memory, UNLIMITED);
+    backend
+        .apply(&cgroup.target(), &ResourceVector::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.read(&cgroup.target()).await.unwrap().memory,
+        UNLIMITED
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn v1_disk_bandwidth_throttles_every_configured_disk_in_both_directions() {
     let layout = layout();
-    let Some(blkio_mount) = v1_mount(&layout, "blkio") else { return };
+    let Some(blkio_mount) = v1_mount(&layout, "blkio") else {
+        return;
+    };
     let disks = BlockDevice::list_disks().unwrap();
     assert!(!disks.is_empty(), "no disk under /sys/block to throttle");
-    let cgroup = TestCgroup::create(&v1_enforced_mounts(&layout).iter().map(PathBuf::as_path).collect::<Vec<_>>());
+    let cgroup = TestCgroup::create(
+        &v1_enforced_mounts(&layout)
+            .iter()
+            .map(PathBuf::as_path)
+            .collect::<Vec<_>>(),
+    );
     let blkio_dir = blkio_mount.join(&cgroup.relative);
     let backend = CgroupV1Backend::new(layout.v1.clone(), disks.clone());
     assert!(backend.enforces().contains(&Resource::DiskBw));
 
-    backend.apply(&cgroup.target(), &ResourceVector::new(0, 0, 10 << 20, 0)).await.unwrap();
-    for file in ["blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"] {
+    backend
+        .apply(&cgroup.target(), &ResourceVector::new(0, 0, 10 << 20, 0))
+        .await
+        .unwrap();
+    for file in [
+        "blkio.throttle.read_bps_device",
+        "blkio.throttle.write_bps_device",
+    ] {
         let content = fs::read_to_string(blkio_dir.join(file)).unwrap();
         for disk in &disks {
-            assert!(content.contains(&format!("{} {}", disk.number(), 10 << 20)), "{file}: {content:?}");
+            assert!(
+                content.contains(&format!("{} {}", disk.number(), 10 << 20)),
+                "{file}: {content:?}"
+            );
         }
     }
-    assert_eq!(backend.read(&cgroup.target()).await.unwrap().disk_bw, 10 << 20);
-    backend.apply(&cgroup.target(), &ResourceVector::ZERO).await.unwrap();
-    assert_eq!(backend.read(&cgroup.target()).await.unwrap().disk_bw, UNLIMITED);
+    assert_eq!(
+        backend.read(&cgroup.target()).await.unwrap().disk_bw,
+        10 << 20
+    );
+    backend
+        .apply(&cgroup.target(), &ResourceVector::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.read(&cgroup.target()).await.unwrap().disk_bw,
+        UNLIMITED
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_missing_cgroup_is_a_clear_error() {
     let layout = layout();
-    let kind = BackendKind::preferred_cgroup(&layout).expect("a cgroup hierarchy with cpu or memory");
+    let kind =
+        BackendKind::preferred_cgroup(&layout).expect("a cgroup hierarchy with cpu or memory");
     let backend = backend_for(&layout, kind, &[]).await.unwrap();
     let target = Target::cgroup("entente-test-does-not-exist").unwrap();
-    let err = backend.apply(&target, &ResourceVector::new(100, 1 << 30, 0, 0)).await.unwrap_err();
+    let err = backend
+        .apply(&target, &ResourceVector::new(100, 1 << 30, 0, 0))
+        .await
+        .unwrap_err();
     assert!(matches!(err, EnforceError::NoSuchCgroup(_)), "{err:?}");
-    assert!(err.to_string().contains("entente-test-does-not-exist"), "{err}");
+    assert!(
+        err.to_string().contains("entente-test-does-not-exist"),
+        "{err}"
+    );
     assert!(Target::cgroup("../etc").is_err() && Target::cgroup("/sys").is_err());
 }
 
@@ -309,7 +458,10 @@ async fn a_missing_cgroup_is_a_clear_error() {
 async fn v2_applies_what_the_hierarchy_has_and_names_a_missing_controller() {
     let layout = layout();
     let Some(v2) = layout.v2.clone() else {
-        eprintln!("no cgroup2 hierarchy on this host ({:?}); nothing to test for v2", layout.mode());
+        eprintln!(
+            "no cgroup2 hierarchy on this host ({:?}); nothing to test for v2",
+            layout.mode()
+        );
         return;
     };
     let root = &v2.mount_point;
@@ -318,7 +470,8 @@ async fn v2_applies_what_the_hierarchy_has_and_names_a_missing_controller() {
     for controller in ["cpu", "memory"] {
         if root_has(controller) {
             let subtree = root.join("cgroup.subtree_control");
-            fs::write(&subtree, format!("+{controller}")).unwrap_or_else(|e| panic!("enabling {controller} in {}: {e}", subtree.display()));
+            fs::write(&subtree, format!("+{controller}"))
+                .unwrap_or_else(|e| panic!("enabling {controller} in {}: {e}", subtree.display()));
         }
     }
     let cgroup = TestCgroup::create(&[root]);
@@ -326,18 +479,28 @@ async fn v2_applies_what_the_hierarchy_has_and_names_a_missing_controller() {
     let child_has = |c: &str| child_controllers.split_whitespace().any(|x| x == c);
 
     // What the factory's backend claims is what the root really has.
-    let factory_backend = backend_for(&layout, BackendKind::CgroupV2, &[]).await.unwrap();
+    let factory_backend = backend_for(&layout, BackendKind::CgroupV2, &[])
+        .await
+        .unwrap();
     let expected_claims: Vec<Resource> = [(Resource::Cpu, "cpu"), (Resource::Memory, "memory")]
         .into_iter()
         .filter(|(_, c)| root_has(c))
         .map(|(r, _)| r)
         .collect();
-    assert_eq!(factory_backend.enforces(), expected_claims, "root cgroup.controllers: {root_controllers:?}");
+    assert_eq!(
+        factory_backend.enforces(),
+        expected_claims,
+        "root cgroup.controllers: {root_controllers:?}"
+    );
     let for_hierarchy = CgroupV2Backend::for_hierarchy(&v2, vec![]);
     let alloc = ResourceVector::new(300, (64 << 20) + 5, 0, 0);
     for_hierarchy.apply(&cgroup.target(), &alloc).await.unwrap();
     if expected_claims.is_empty() {
-        assert_eq!(for_hierarchy.files_written(), 0, "nothing enforceable here, so nothing may be written");
+        assert_eq!(
+            for_hierarchy.files_written(),
+            0,
+            "nothing enforceable here, so nothing may be written"
+        );
     }
 
     // Asked for cpu and memory whatever the hierarchy has.
@@ -348,29 +511,58 @@ async fn v2_applies_what_the_hierarchy_has_and_names_a_missing_controller() {
         None => {
             result.unwrap();
             let dir = &cgroup.dirs[0];
-            assert_eq!(fs::read_to_string(dir.join("cpu.max")).unwrap().trim(), "30000 100000");
-            let high: u64 = fs::read_to_string(dir.join("memory.high")).unwrap().trim().parse().unwrap();
-            let max: u64 = fs::read_to_string(dir.join("memory.max")).unwrap().trim().parse().unwrap();
-            assert!(high <= 64 << 20 && high > (64 << 20) - 4096 * 16, "memory.high {high}");
-            assert!(max > high, "memory.max {max} must sit above memory.high {high}");
+            assert_eq!(
+                fs::read_to_string(dir.join("cpu.max")).unwrap().trim(),
+                "30000 100000"
+            );
+            let high: u64 = fs::read_to_string(dir.join("memory.high"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let max: u64 = fs::read_to_string(dir.join("memory.max"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            assert!(
+                high <= 64 << 20 && high > (64 << 20) - 4096 * 16,
+                "memory.high {high}"
+            );
+            assert!(
+                max > high,
+                "memory.max {max} must sit above memory.high {high}"
+            );
             let read = backend.read(&cgroup.target()).await.unwrap();
             assert_eq!(read, backend.expected_reading(&alloc));
             assert_eq!(read.cpu, 300);
             let written = backend.files_written();
             backend.apply(&cgroup.target(), &alloc).await.unwrap();
-            assert_eq!(backend.files_written(), written, "re-applying must write nothing");
+            assert_eq!(
+                backend.files_written(),
+                written,
+                "re-applying must write nothing"
+            );
         }
         Some(missing) => {
             let err = result.expect_err("applying to a cgroup without the controller must fail");
             match &err {
-                EnforceError::MissingController { controller, cgroup: path, .. } => {
+                EnforceError::MissingController {
+                    controller,
+                    cgroup: path,
+                    ..
+                } => {
                     assert_eq!(*controller, missing);
                     assert_eq!(path, &cgroup.dirs[0]);
                 }
                 other => panic!("expected MissingController for {missing}, got {other:?}"),
             }
             let message = err.to_string();
-            assert!(message.contains(&format!("`{missing}` controller")) && message.contains(&cgroup.relative), "{message}");
+            assert!(
+                message.contains(&format!("`{missing}` controller"))
+                    && message.contains(&cgroup.relative),
+                "{message}"
+            );
             assert_eq!(backend.files_written(), 0);
         }
     }
@@ -380,7 +572,11 @@ async fn v2_applies_what_the_hierarchy_has_and_names_a_missing_controller() {
 fn detected_layout_points_at_real_hierarchies() {
     let layout = layout();
     for (controller, mount) in &layout.v1 {
-        assert!(mount.join("cgroup.procs").exists(), "v1 {controller} mount {} has no cgroup.procs", mount.display());
+        assert!(
+            mount.join("cgroup.procs").exists(),
+            "v1 {controller} mount {} has no cgroup.procs",
+            mount.display()
+        );
     }
     if let Some(cpu) = layout.v1.get("cpu") {
         assert!(cpu.join("cpu.cfs_quota_us").exists());
@@ -388,5 +584,8 @@ fn detected_layout_points_at_real_hierarchies() {
     if let Some(v2) = &layout.v2 {
         assert!(v2.mount_point.join("cgroup.controllers").exists());
     }
-    assert!(!layout.v1.is_empty() || layout.v2.is_some(), "no cgroup filesystem mounted");
+    assert!(
+        !layout.v1.is_empty() || layout.v2.is_some(),
+        "no cgroup filesystem mounted"
+    );
 }

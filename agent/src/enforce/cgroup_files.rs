@@ -26,7 +26,10 @@ impl CgroupFiles {
             ErrorKind::NotFound if !path.parent().is_some_and(Path::exists) => {
                 EnforceError::NoSuchCgroup(path.parent().map(Path::to_path_buf).unwrap_or_default())
             }
-            _ => EnforceError::Read { path: path.to_path_buf(), source },
+            _ => EnforceError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
         })
     }
 
@@ -40,11 +43,20 @@ impl CgroupFiles {
         self.writes.fetch_add(1, Ordering::Relaxed);
         fs::write(path, value).map_err(|source| {
             if source.raw_os_error() == Some(libc::EBUSY) {
-                EnforceError::MemoryBelowUsage { path: path.to_path_buf(), value: value.to_string() }
-            } else if source.kind() == ErrorKind::NotFound && !path.parent().is_some_and(Path::exists) {
+                EnforceError::MemoryBelowUsage {
+                    path: path.to_path_buf(),
+                    value: value.to_string(),
+                }
+            } else if source.kind() == ErrorKind::NotFound
+                && !path.parent().is_some_and(Path::exists)
+            {
                 EnforceError::NoSuchCgroup(path.parent().map(Path::to_path_buf).unwrap_or_default())
             } else {
-                EnforceError::Write { path: path.to_path_buf(), value: value.to_string(), source }
+                EnforceError::Write {
+                    path: path.to_path_buf(),
+                    value: value.to_string(),
+                    source,
+                }
             }
         })
     }
@@ -55,11 +67,13 @@ pub(crate) fn parse_limit(path: &Path, text: &str) -> Result<Option<u64>, Enforc
     if text == "max" || text == "-1" {
         return Ok(None);
     }
-    text.parse::<u64>().map(Some).map_err(|e| EnforceError::Parse {
-        path: path.to_path_buf(),
-        content: text.to_string(),
-        reason: e.to_string(),
-    })
+    text.parse::<u64>()
+        .map(Some)
+        .map_err(|e| EnforceError::Parse {
+            path: path.to_path_buf(),
+            content: text.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// The directory of a cgroup, checked to exist so that errors say "no such cgroup" rather than

@@ -15,8 +15,8 @@
 
 use super::cgroup_files::{existing_dir, parse_limit, CgroupFiles};
 use super::{
-    cpu_quota_us, cpu_shares, page_size, set_unchecked, standard_expected_reading, Backend, BlockDevice,
-    CgroupTarget, EnforceError, Target, CPU_PERIOD_US, UNLIMITED,
+    cpu_quota_us, cpu_shares, page_size, set_unchecked, standard_expected_reading, Backend,
+    BlockDevice, CgroupTarget, EnforceError, Target, CPU_PERIOD_US, UNLIMITED,
 };
 use async_trait::async_trait;
 use entente_protocol::{Resource, ResourceVector};
@@ -35,7 +35,11 @@ impl CgroupV1Backend {
     /// `mounts`: each mounted controller and its mount point (from [`super::detect_cgroup_layout`]);
     /// `devices`: the disks `disk_bw` throttles.
     pub fn new(mounts: BTreeMap<String, PathBuf>, devices: Vec<BlockDevice>) -> CgroupV1Backend {
-        CgroupV1Backend { mounts, devices, files: CgroupFiles::default() }
+        CgroupV1Backend {
+            mounts,
+            devices,
+            files: CgroupFiles::default(),
+        }
     }
 
     /// How many cgroup files this backend has written since it was made.
@@ -55,17 +59,28 @@ impl CgroupV1Backend {
     }
 
     fn dir(&self, controller: &str, target: &CgroupTarget) -> Result<PathBuf, EnforceError> {
-        let mount = self.mounts.get(controller).expect("only enforced controllers are looked up");
+        let mount = self
+            .mounts
+            .get(controller)
+            .expect("only enforced controllers are looked up");
         existing_dir(target.under(mount))
     }
 
     fn read_cpu(&self, dir: &Path) -> Result<u64, EnforceError> {
         let quota_file = dir.join("cpu.cfs_quota_us");
-        let Some(quota) = self.files.read_limit(&quota_file)? else { return Ok(UNLIMITED) };
+        let Some(quota) = self.files.read_limit(&quota_file)? else {
+            return Ok(UNLIMITED);
+        };
         let period_file = dir.join("cpu.cfs_period_us");
-        let period = self.files.read_limit(&period_file)?.filter(|&p| p > 0).ok_or_else(|| {
-            EnforceError::Parse { path: period_file, content: "max".into(), reason: "no period".into() }
-        })?;
+        let period = self
+            .files
+            .read_limit(&period_file)?
+            .filter(|&p| p > 0)
+            .ok_or_else(|| EnforceError::Parse {
+                path: period_file,
+                content: "max".into(),
+                reason: "no period".into(),
+            })?;
         Ok(quota * 1000 / period)
     }
 
@@ -83,7 +98,10 @@ impl CgroupV1Backend {
     /// the drift check re-applies).
     fn read_disk(&self, dir: &Path) -> Result<u64, EnforceError> {
         let mut seen: Option<u64> = None;
-        for file in ["blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"] {
+        for file in [
+            "blkio.throttle.read_bps_device",
+            "blkio.throttle.write_bps_device",
+        ] {
             let path = dir.join(file);
             let rules = parse_device_rules(&path, &self.files.read(&path)?)?;
             for device in &self.devices {
@@ -103,11 +121,14 @@ impl CgroupV1Backend {
 fn parse_device_rules(path: &Path, text: &str) -> Result<BTreeMap<String, u64>, EnforceError> {
     let mut rules = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let (device, amount) = line.trim().split_once(' ').ok_or_else(|| EnforceError::Parse {
-            path: path.into(),
-            content: line.into(),
-            reason: "expected `MAJ:MIN bytes`".into(),
-        })?;
+        let (device, amount) = line
+            .trim()
+            .split_once(' ')
+            .ok_or_else(|| EnforceError::Parse {
+                path: path.into(),
+                content: line.into(),
+                reason: "expected `MAJ:MIN bytes`".into(),
+            })?;
         let amount = parse_limit(path, amount.trim())?.unwrap_or(UNLIMITED);
         rules.insert(device.to_string(), amount);
     }
@@ -147,7 +168,8 @@ impl Backend for CgroupV1Backend {
                         if self.files.read_limit(&period_file)? != Some(CPU_PERIOD_US) {
                             self.files.write(&period_file, &CPU_PERIOD_US.to_string())?;
                         }
-                        let quota = cpu_quota_us(alloc.cpu).map_or("-1".to_string(), |q| q.to_string());
+                        let quota =
+                            cpu_quota_us(alloc.cpu).map_or("-1".to_string(), |q| q.to_string());
                         self.files.write(&dir.join("cpu.cfs_quota_us"), &quota)?;
                     }
                     let shares_file = dir.join("cpu.shares");
@@ -159,18 +181,33 @@ impl Backend for CgroupV1Backend {
                 Resource::Memory => {
                     let dir = self.dir("memory", cgroup)?;
                     if self.read_memory(&dir)? != expected.memory {
-                        let value = if expected.memory == UNLIMITED { "-1".to_string() } else { expected.memory.to_string() };
-                        self.files.write(&dir.join("memory.limit_in_bytes"), &value)?;
+                        let value = if expected.memory == UNLIMITED {
+                            "-1".to_string()
+                        } else {
+                            expected.memory.to_string()
+                        };
+                        self.files
+                            .write(&dir.join("memory.limit_in_bytes"), &value)?;
                     }
                 }
                 Resource::DiskBw => {
                     let dir = self.dir("blkio", cgroup)?;
                     if self.read_disk(&dir)? != expected.disk_bw {
                         // The kernel's way to remove a rule is a rate of 0.
-                        let rate = if expected.disk_bw == UNLIMITED { 0 } else { expected.disk_bw };
-                        for file in ["blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"] {
+                        let rate = if expected.disk_bw == UNLIMITED {
+                            0
+                        } else {
+                            expected.disk_bw
+                        };
+                        for file in [
+                            "blkio.throttle.read_bps_device",
+                            "blkio.throttle.write_bps_device",
+                        ] {
                             for device in &self.devices {
-                                self.files.write(&dir.join(file), &format!("{} {rate}", device.number()))?;
+                                self.files.write(
+                                    &dir.join(file),
+                                    &format!("{} {rate}", device.number()),
+                                )?;
                             }
                         }
                     }

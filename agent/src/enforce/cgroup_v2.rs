@@ -15,8 +15,8 @@
 
 use super::cgroup_files::{existing_dir, parse_limit, CgroupFiles};
 use super::{
-    cpu_quota_us, cpu_shares, page_size, set_unchecked, standard_expected_reading, Backend, BlockDevice,
-    CgroupTarget, CgroupV2Mount, EnforceError, Target, CPU_PERIOD_US, UNLIMITED,
+    cpu_quota_us, cpu_shares, page_size, set_unchecked, standard_expected_reading, Backend,
+    BlockDevice, CgroupTarget, CgroupV2Mount, EnforceError, Target, CPU_PERIOD_US, UNLIMITED,
 };
 use async_trait::async_trait;
 use entente_protocol::{Resource, ResourceVector};
@@ -57,12 +57,23 @@ impl CgroupV2Backend {
     /// A backend told which resources to enforce, whatever the hierarchy offers: applying one
     /// whose controller a cgroup lacks fails with [`EnforceError::MissingController`]. Resources
     /// other than cpu, memory and disk_bw are ignored.
-    pub fn new(mount_point: PathBuf, resources: Vec<Resource>, devices: Vec<BlockDevice>) -> CgroupV2Backend {
+    pub fn new(
+        mount_point: PathBuf,
+        resources: Vec<Resource>,
+        devices: Vec<BlockDevice>,
+    ) -> CgroupV2Backend {
         let resources = resources
             .into_iter()
-            .filter(|&r| controller_of(r).is_some() && (r != Resource::DiskBw || !devices.is_empty()))
+            .filter(|&r| {
+                controller_of(r).is_some() && (r != Resource::DiskBw || !devices.is_empty())
+            })
             .collect();
-        CgroupV2Backend { mount_point, resources, devices, files: CgroupFiles::default() }
+        CgroupV2Backend {
+            mount_point,
+            resources,
+            devices,
+            files: CgroupFiles::default(),
+        }
     }
 
     /// How many cgroup files this backend has written since it was made.
@@ -88,7 +99,11 @@ impl CgroupV2Backend {
         if listed.split_whitespace().any(|c| c == controller) {
             Ok(())
         } else {
-            Err(EnforceError::MissingController { cgroup: dir.to_path_buf(), controller, resource })
+            Err(EnforceError::MissingController {
+                cgroup: dir.to_path_buf(),
+                controller,
+                resource,
+            })
         }
     }
 
@@ -127,7 +142,10 @@ impl CgroupV2Backend {
         let rules = parse_io_max(&path, &self.files.read(&path)?)?;
         let mut seen: Option<u64> = None;
         for device in &self.devices {
-            let (read, write) = rules.get(&device.number()).copied().unwrap_or((UNLIMITED, UNLIMITED));
+            let (read, write) = rules
+                .get(&device.number())
+                .copied()
+                .unwrap_or((UNLIMITED, UNLIMITED));
             for amount in [read, write] {
                 match seen {
                     None => seen = Some(amount),
@@ -137,6 +155,61 @@ impl CgroupV2Backend {
             }
         }
         Ok(seen.unwrap_or(UNLIMITED))
+    }
+
+    fn apply_cpu(&self, dir: &Path, millicores: u64, expected: u64) -> Result<(), EnforceError> {
+        if self.read_cpu(dir)? != expected {
+            let quota = cpu_quota_us(millicores).map_or("max".to_string(), |q| q.to_string());
+            self.files
+                .write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
+        }
+        let weight_file = dir.join("cpu.weight");
+        let weight = cpu_weight(millicores);
+        if self.files.read_limit(&weight_file)? != Some(weight) {
+            self.files.write(&weight_file, &weight.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn apply_memory(&self, dir: &Path, expected: u64) -> Result<(), EnforceError> {
+        if self.read_memory(dir)? == expected {
+            return Ok(());
+        }
+        let (high, max) = if expected == UNLIMITED {
+            ("max".to_string(), "max".to_string())
+        } else {
+            (expected.to_string(), memory_max_for(expected).to_string())
+        };
+        // Raise the hard limit before the soft one when growing, and lower the soft one first
+        // when shrinking, so that high <= max at every step.
+        let high_file = dir.join("memory.high");
+        let max_file = dir.join("memory.max");
+        let current_high = self.files.read_limit(&high_file)?.unwrap_or(UNLIMITED);
+        if expected >= current_high {
+            self.files.write(&max_file, &max)?;
+            self.files.write(&high_file, &high)
+        } else {
+            self.files.write(&high_file, &high)?;
+            self.files.write(&max_file, &max)
+        }
+    }
+
+    fn apply_disk(&self, dir: &Path, expected: u64) -> Result<(), EnforceError> {
+        if self.read_disk(dir)? == expected {
+            return Ok(());
+        }
+        let rate = if expected == UNLIMITED {
+            "max".to_string()
+        } else {
+            expected.to_string()
+        };
+        for device in &self.devices {
+            self.files.write(
+                &dir.join("io.max"),
+                &format!("{} rbps={rate} wbps={rate}", device.number()),
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -159,7 +232,9 @@ fn parse_io_max(path: &Path, text: &str) -> Result<BTreeMap<String, (u64, u64)>,
         let device = fields.next().unwrap_or_default().to_string();
         let (mut read, mut write) = (UNLIMITED, UNLIMITED);
         for field in fields {
-            let Some((key, value)) = field.split_once('=') else { continue };
+            let Some((key, value)) = field.split_once('=') else {
+                continue;
+            };
             let amount = parse_limit(path, value)?.unwrap_or(UNLIMITED);
             match key {
                 "rbps" => read = amount,
@@ -188,51 +263,9 @@ impl Backend for CgroupV2Backend {
         for &resource in &self.resources {
             self.require_controller(&dir, resource)?;
             match resource {
-                Resource::Cpu => {
-                    if self.read_cpu(&dir)? != expected.cpu {
-                        let quota = cpu_quota_us(alloc.cpu).map_or("max".to_string(), |q| q.to_string());
-                        self.files.write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
-                    }
-                    let weight_file = dir.join("cpu.weight");
-                    let weight = cpu_weight(alloc.cpu);
-                    if self.files.read_limit(&weight_file)? != Some(weight) {
-                        self.files.write(&weight_file, &weight.to_string())?;
-                    }
-                }
-                Resource::Memory => {
-                    if self.read_memory(&dir)? != expected.memory {
-                        let (high, max) = if expected.memory == UNLIMITED {
-                            ("max".to_string(), "max".to_string())
-                        } else {
-                            (expected.memory.to_string(), memory_max_for(expected.memory).to_string())
-                        };
-                        // Raise the hard limit before the soft one when growing, and lower the
-                        // soft one first when shrinking, so that high <= max at every step.
-                        let high_file = dir.join("memory.high");
-                        let max_file = dir.join("memory.max");
-                        let current_high = self.files.read_limit(&high_file)?.unwrap_or(UNLIMITED);
-                        if expected.memory >= current_high {
-                            self.files.write(&max_file, &max)?;
-                            self.files.write(&high_file, &high)?;
-                        } else {
-                            self.files.write(&high_file, &high)?;
-                            self.files.write(&max_file, &max)?;
-                        }
-                    }
-                }
-                Resource::DiskBw => {
-                    if self.read_disk(&dir)? != expected.disk_bw {
-                        let rate = if expected.disk_bw == UNLIMITED {
-                            "max".to_string()
-                        } else {
-                            expected.disk_bw.to_string()
-                        };
-                        for device in &self.devices {
-                            let rule = format!("{} rbps={rate} wbps={rate}", device.number());
-                            self.files.write(&dir.join("io.max"), &rule)?;
-                        }
-                    }
-                }
+                Resource::Cpu => self.apply_cpu(&dir, alloc.cpu, expected.cpu)?,
+                Resource::Memory => self.apply_memory(&dir, expected.memory)?,
+                Resource::DiskBw => self.apply_disk(&dir, expected.disk_bw)?,
                 _ => {}
             }
         }
@@ -273,7 +306,11 @@ mod tests {
 
     #[test]
     fn parses_io_max() {
-        let rules = parse_io_max(Path::new("io.max"), "254:0 rbps=1000 wbps=max riops=max wiops=max\n").unwrap();
+        let rules = parse_io_max(
+            Path::new("io.max"),
+            "254:0 rbps=1000 wbps=max riops=max wiops=max\n",
+        )
+        .unwrap();
         assert_eq!(rules["254:0"], (1000, UNLIMITED));
     }
 }

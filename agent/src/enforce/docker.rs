@@ -15,7 +15,10 @@
 //!   the engine ignores them on update. So `disk_bw` is not enforced here, and
 //!   [`Backend::enforces`] says so.
 
-use super::{cpu_quota_us, cpu_shares, set_unchecked, Backend, EnforceError, Target, CPU_PERIOD_US, MIN_CPU_MILLICORES, UNLIMITED};
+use super::{
+    cpu_quota_us, cpu_shares, set_unchecked, Backend, EnforceError, Target, CPU_PERIOD_US,
+    MIN_CPU_MILLICORES, UNLIMITED,
+};
 use async_trait::async_trait;
 use bollard::models::{ContainerUpdateBody, HostConfig};
 use bollard::Docker;
@@ -30,8 +33,12 @@ impl DockerBackend {
     /// Connects the usual way (`DOCKER_HOST`, else the local socket) and negotiates the API
     /// version down to the engine's, so older engines accept the requests.
     pub async fn connect() -> Result<DockerBackend, EnforceError> {
-        let docker = Docker::connect_with_local_defaults().map_err(EnforceError::DockerUnreachable)?;
-        let docker = docker.negotiate_version().await.map_err(EnforceError::DockerUnreachable)?;
+        let docker =
+            Docker::connect_with_local_defaults().map_err(EnforceError::DockerUnreachable)?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(EnforceError::DockerUnreachable)?;
         Ok(DockerBackend { docker })
     }
 
@@ -56,11 +63,15 @@ impl DockerBackend {
     }
 
     async fn host_config(&self, container: &str) -> Result<HostConfig, EnforceError> {
-        let inspected = self.docker.inspect_container(container, None).await.map_err(|source| EnforceError::Docker {
-            container: container.to_string(),
-            op: "inspect",
-            source,
-        })?;
+        let inspected = self
+            .docker
+            .inspect_container(container, None)
+            .await
+            .map_err(|source| EnforceError::Docker {
+                container: container.to_string(),
+                op: "inspect",
+                source,
+            })?;
         Ok(inspected.host_config.unwrap_or_default())
     }
 
@@ -127,7 +138,9 @@ impl Backend for DockerBackend {
         let mut update = ContainerUpdateBody::default();
         let mut changed = false;
 
-        if cpu_of(&config) != expected.cpu || config.cpu_shares != Some(cpu_shares(alloc.cpu) as i64) {
+        if cpu_of(&config) != expected.cpu
+            || config.cpu_shares != Some(cpu_shares(alloc.cpu) as i64)
+        {
             changed = true;
             update.cpu_shares = Some(cpu_shares(alloc.cpu) as i64);
             if config.nano_cpus.is_some_and(|n| n > 0) {
@@ -142,18 +155,25 @@ impl Backend for DockerBackend {
         }
         if memory_of(&config) != expected.memory {
             changed = true;
-            let bytes = if expected.memory == UNLIMITED { host_memory_bytes() } else { expected.memory } as i64;
+            let bytes = if expected.memory == UNLIMITED {
+                host_memory_bytes()
+            } else {
+                expected.memory
+            } as i64;
             update.memory = Some(bytes);
             update.memory_swap = Some(bytes);
         }
         if !changed {
             return Ok(());
         }
-        self.docker.update_container(container, update).await.map_err(|source| EnforceError::Docker {
-            container: container.to_string(),
-            op: "update",
-            source,
-        })
+        self.docker
+            .update_container(container, update)
+            .await
+            .map_err(|source| EnforceError::Docker {
+                container: container.to_string(),
+                op: "update",
+                source,
+            })
     }
 
     async fn read(&self, target: &Target) -> Result<ResourceVector, EnforceError> {
@@ -167,9 +187,17 @@ impl Backend for DockerBackend {
 
     fn expected_reading(&self, alloc: &ResourceVector) -> ResourceVector {
         let mut expected = ResourceVector::ZERO;
-        let cpu = if alloc.cpu == UNLIMITED { UNLIMITED } else { alloc.cpu.max(MIN_CPU_MILLICORES) };
+        let cpu = if alloc.cpu == UNLIMITED {
+            UNLIMITED
+        } else {
+            alloc.cpu.max(MIN_CPU_MILLICORES)
+        };
         set_unchecked(&mut expected, Resource::Cpu, cpu);
-        let memory = if alloc.memory == 0 || alloc.memory == UNLIMITED { UNLIMITED } else { alloc.memory };
+        let memory = if alloc.memory == 0 || alloc.memory == UNLIMITED {
+            UNLIMITED
+        } else {
+            alloc.memory
+        };
         set_unchecked(&mut expected, Resource::Memory, memory);
         expected
     }

@@ -42,8 +42,14 @@ impl Backend for DryRunBackend {
     async fn apply(&self, target: &Target, alloc: &ResourceVector) -> Result<(), EnforceError> {
         tracing::info!(%target, %alloc, "dry run: would apply");
         let in_force = self.expected_reading(alloc);
-        self.applied.lock().expect("dry-run lock").insert(target.clone(), in_force);
-        self.history.lock().expect("dry-run history lock").push((target.clone(), *alloc));
+        self.applied
+            .lock()
+            .expect("dry-run lock")
+            .insert(target.clone(), in_force);
+        self.history
+            .lock()
+            .expect("dry-run history lock")
+            .push((target.clone(), *alloc));
         Ok(())
     }
 
@@ -58,5 +64,23 @@ impl Backend for DryRunBackend {
             llc: UNLIMITED,
             mem_bw: UNLIMITED,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn records_and_reads_back_what_it_would_apply() {
+        let backend = DryRunBackend::new();
+        let target = Target::Container("web".into());
+        assert_eq!(backend.read(&target).await.unwrap().cpu, UNLIMITED);
+        let alloc = ResourceVector::new(0, 0, 5_000, 7);
+        backend.apply(&target, &alloc).await.unwrap();
+        let read = backend.read(&target).await.unwrap();
+        assert_eq!(read, backend.expected_reading(&alloc));
+        assert_eq!((read.cpu, read.memory, read.disk_bw, read.net_bw), (10, UNLIMITED, 5_000, 7));
+        assert_eq!(backend.history(), vec![(target, alloc)]);
     }
 }

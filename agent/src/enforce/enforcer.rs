@@ -23,7 +23,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch, the clock leases are written in.
 pub fn unix_ms_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Why the enforcer wrote to the backend.
@@ -86,7 +88,12 @@ pub struct Enforcer {
 
 impl Enforcer {
     pub fn new(backend: Arc<dyn Backend>) -> Enforcer {
-        Enforcer { backend, workloads: BTreeMap::new(), last_round: None, applies: 0 }
+        Enforcer {
+            backend,
+            workloads: BTreeMap::new(),
+            last_round: None,
+            applies: 0,
+        }
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -97,7 +104,12 @@ impl Enforcer {
     /// it at its guarantee unless a decision says otherwise. Registering again replaces the
     /// target and guarantee and keeps a valid lease.
     pub fn register(&mut self, workload: WorkloadId, target: Target, guarantee: ResourceVector) {
-        let held = self.workloads.entry(workload).or_insert(Held { target: target.clone(), guarantee, lease: None, in_force: None });
+        let held = self.workloads.entry(workload).or_insert(Held {
+            target: target.clone(),
+            guarantee,
+            lease: None,
+            in_force: None,
+        });
         if held.target != target {
             held.in_force = None;
         }
@@ -116,14 +128,23 @@ impl Enforcer {
     }
 
     /// What should be in force for a workload at `now_unix_ms`.
-    pub fn should_be_in_force(&self, workload: &WorkloadId, now_unix_ms: u64) -> Option<ResourceVector> {
-        self.workloads.get(workload).map(|held| desired(held, now_unix_ms))
+    pub fn should_be_in_force(
+        &self,
+        workload: &WorkloadId,
+        now_unix_ms: u64,
+    ) -> Option<ResourceVector> {
+        self.workloads
+            .get(workload)
+            .map(|held| desired(held, now_unix_ms))
     }
 
     /// The resources with a non-zero amount in `alloc` that the backend does not enforce.
     pub fn unenforced(&self, alloc: &ResourceVector) -> Vec<Resource> {
         let enforced = self.backend.enforces();
-        Resource::ALL.into_iter().filter(|r| alloc.get(*r) != 0 && !enforced.contains(r)).collect()
+        Resource::ALL
+            .into_iter()
+            .filter(|r| alloc.get(*r) != 0 && !enforced.contains(r))
+            .collect()
     }
 
     /// Takes a decision for this host: holds each allocation for a registered workload under the
@@ -132,7 +153,10 @@ impl Enforcer {
     pub async fn on_decision(&mut self, decision: &Decision, now_unix_ms: u64) -> TickReport {
         let mut report = TickReport::default();
         if self.last_round.is_some_and(|last| decision.round <= last) {
-            tracing::debug!(round = decision.round, "ignoring a decision for an old round");
+            tracing::debug!(
+                round = decision.round,
+                "ignoring a decision for an old round"
+            );
             report.stale_decision = true;
             return report;
         }
@@ -144,7 +168,12 @@ impl Enforcer {
                 continue;
             }
             let outcome = self
-                .on_allocation(&allocation.workload, allocation.alloc, decision.lease_expires_unix_ms, now_unix_ms)
+                .on_allocation(
+                    &allocation.workload,
+                    allocation.alloc,
+                    decision.lease_expires_unix_ms,
+                    now_unix_ms,
+                )
                 .await;
             record(&mut report, &allocation.workload, outcome);
         }
@@ -167,7 +196,10 @@ impl Enforcer {
             });
         };
         if lease_expires_unix_ms > now_unix_ms {
-            held.lease = Some(Lease { alloc, expires_unix_ms: lease_expires_unix_ms });
+            held.lease = Some(Lease {
+                alloc,
+                expires_unix_ms: lease_expires_unix_ms,
+            });
         } else {
             tracing::warn!(workload = %workload.as_str(), lease_expires_unix_ms, now_unix_ms, "allocation arrived with its lease already expired; holding the guarantee");
         }
@@ -181,7 +213,11 @@ impl Enforcer {
         let workloads: Vec<WorkloadId> = self.workloads.keys().cloned().collect();
         for workload in workloads {
             let held = self.workloads.get_mut(&workload).expect("listed just now");
-            if held.lease.as_ref().is_some_and(|lease| lease.expires_unix_ms <= now_unix_ms) {
+            if held
+                .lease
+                .as_ref()
+                .is_some_and(|lease| lease.expires_unix_ms <= now_unix_ms)
+            {
                 held.lease = None;
                 tracing::warn!(workload = %workload.as_str(), "lease expired without renewal; falling back to the guarantee");
                 report.fell_back.push(workload.clone());
@@ -192,10 +228,21 @@ impl Enforcer {
         report
     }
 
-    async fn reconcile(&mut self, workload: &WorkloadId, now_unix_ms: u64) -> Result<Outcome, EnforceError> {
-        let held = self.workloads.get(workload).expect("callers check registration");
+    async fn reconcile(
+        &mut self,
+        workload: &WorkloadId,
+        now_unix_ms: u64,
+    ) -> Result<Outcome, EnforceError> {
+        let held = self
+            .workloads
+            .get(workload)
+            .expect("callers check registration");
         let should = desired(held, now_unix_ms);
-        let because_of_lease = if held.lease.as_ref().is_some_and(|l| l.expires_unix_ms > now_unix_ms) {
+        let because_of_lease = if held
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.expires_unix_ms > now_unix_ms)
+        {
             AppliedBecause::Decided
         } else {
             AppliedBecause::Guarantee
@@ -212,7 +259,11 @@ impl Enforcer {
         let applied = if found == expected {
             None
         } else {
-            let because = if previously == Some(should) { AppliedBecause::Drift { found } } else { because_of_lease };
+            let because = if previously == Some(should) {
+                AppliedBecause::Drift { found }
+            } else {
+                because_of_lease
+            };
             if let AppliedBecause::Drift { found } = &because {
                 tracing::warn!(workload = %workload.as_str(), %target, ?found, ?expected, "enforced allocation drifted; re-applying");
             }
@@ -223,7 +274,10 @@ impl Enforcer {
         if let Some(held) = self.workloads.get_mut(workload) {
             held.in_force = Some(should);
         }
-        Ok(Outcome { applied, unenforced })
+        Ok(Outcome {
+            applied,
+            unenforced,
+        })
     }
 }
 
@@ -241,7 +295,9 @@ fn record(report: &mut TickReport, workload: &WorkloadId, outcome: Result<Outcom
                 report.applied.push((workload.clone(), because));
             }
             if !outcome.unenforced.is_empty() {
-                report.unenforced.push((workload.clone(), outcome.unenforced));
+                report
+                    .unenforced
+                    .push((workload.clone(), outcome.unenforced));
             }
         }
         Err(error) => {
@@ -298,8 +354,18 @@ mod tests {
             Ok(())
         }
         async fn read(&self, target: &Target) -> Result<ResourceVector, EnforceError> {
-            let unconstrained = ResourceVector { cpu: UNLIMITED, memory: UNLIMITED, ..ResourceVector::ZERO };
-            Ok(self.state.lock().unwrap().get(&Self::key(target)).copied().unwrap_or(unconstrained))
+            let unconstrained = ResourceVector {
+                cpu: UNLIMITED,
+                memory: UNLIMITED,
+                ..ResourceVector::ZERO
+            };
+            Ok(self
+                .state
+                .lock()
+                .unwrap()
+                .get(&Self::key(target))
+                .copied()
+                .unwrap_or(unconstrained))
         }
     }
 
@@ -311,7 +377,11 @@ mod tests {
         let backend = Arc::new(MemoryBackend::default());
         let mut enforcer = Enforcer::new(backend.clone());
         let target = Target::cgroup("entente/web").unwrap();
-        enforcer.register(wl("web"), target.clone(), ResourceVector::new(500, 1 << 30, 0, 0));
+        enforcer.register(
+            wl("web"),
+            target.clone(),
+            ResourceVector::new(500, 1 << 30, 0, 0),
+        );
         (backend, enforcer, target)
     }
 
@@ -319,12 +389,17 @@ mod tests {
     async fn holds_the_decision_then_falls_back_to_the_guarantee_when_the_lease_expires() {
         let (backend, mut enforcer, target) = setup();
         let decided = ResourceVector::new(1500, 2 << 30, 0, 0);
-        let outcome = enforcer.on_allocation(&wl("web"), decided, 2_000, 1_000).await.unwrap();
+        let outcome = enforcer
+            .on_allocation(&wl("web"), decided, 2_000, 1_000)
+            .await
+            .unwrap();
         assert_eq!(outcome.applied, Some(AppliedBecause::Decided));
         assert_eq!(backend.read(&target).await.unwrap().cpu, 1500);
 
         let report = enforcer.tick(1_999).await;
-        assert!(report.applied.is_empty() && report.fell_back.is_empty() && report.errors.is_empty());
+        assert!(
+            report.applied.is_empty() && report.fell_back.is_empty() && report.errors.is_empty()
+        );
 
         let report = enforcer.tick(2_000).await;
         assert_eq!(report.fell_back, vec![wl("web")]);
@@ -337,11 +412,26 @@ mod tests {
     async fn a_renewed_lease_writes_nothing() {
         let (backend, mut enforcer, _) = setup();
         let decided = ResourceVector::new(1500, 2 << 30, 0, 0);
-        enforcer.on_allocation(&wl("web"), decided, 2_000, 1_000).await.unwrap();
+        enforcer
+            .on_allocation(&wl("web"), decided, 2_000, 1_000)
+            .await
+            .unwrap();
         for round in 1..10u64 {
-            let outcome = enforcer.on_allocation(&wl("web"), decided, 2_000 + round * 1_000, 1_000 + round * 1_000).await.unwrap();
+            let outcome = enforcer
+                .on_allocation(
+                    &wl("web"),
+                    decided,
+                    2_000 + round * 1_000,
+                    1_000 + round * 1_000,
+                )
+                .await
+                .unwrap();
             assert_eq!(outcome.applied, None);
-            assert!(enforcer.tick(1_500 + round * 1_000).await.applied.is_empty());
+            assert!(enforcer
+                .tick(1_500 + round * 1_000)
+                .await
+                .applied
+                .is_empty());
         }
         assert_eq!(backend.applies(), 1);
         assert_eq!(enforcer.applies(), 1);
@@ -351,9 +441,18 @@ mod tests {
     async fn drift_is_repaired_and_reported() {
         let (backend, mut enforcer, target) = setup();
         enforcer.tick(0).await;
-        backend.tamper(&target, ResourceVector { cpu: UNLIMITED, memory: 1 << 30, ..ResourceVector::ZERO });
+        backend.tamper(
+            &target,
+            ResourceVector {
+                cpu: UNLIMITED,
+                memory: 1 << 30,
+                ..ResourceVector::ZERO
+            },
+        );
         let report = enforcer.tick(10).await;
-        assert!(matches!(report.applied.as_slice(), [(_, AppliedBecause::Drift { found })] if found.cpu == UNLIMITED));
+        assert!(
+            matches!(report.applied.as_slice(), [(_, AppliedBecause::Drift { found })] if found.cpu == UNLIMITED)
+        );
         assert_eq!(backend.read(&target).await.unwrap().cpu, 500);
         assert!(enforcer.tick(20).await.applied.is_empty());
     }
@@ -363,20 +462,32 @@ mod tests {
         let (backend, mut enforcer, _) = setup();
         *backend.fail.lock().unwrap() = true;
         let decided = ResourceVector::new(800, 1 << 30, 5_000_000, 1_000_000);
-        let err = enforcer.on_allocation(&wl("web"), decided, 10_000, 0).await.unwrap_err();
+        let err = enforcer
+            .on_allocation(&wl("web"), decided, 10_000, 0)
+            .await
+            .unwrap_err();
         assert!(matches!(err, EnforceError::NoSuchCgroup(_)));
         *backend.fail.lock().unwrap() = false;
         let report = enforcer.tick(1).await;
         assert_eq!(report.applied, vec![(wl("web"), AppliedBecause::Decided)]);
-        assert_eq!(report.unenforced, vec![(wl("web"), vec![Resource::DiskBw, Resource::NetBw])]);
+        assert_eq!(
+            report.unenforced,
+            vec![(wl("web"), vec![Resource::DiskBw, Resource::NetBw])]
+        );
     }
 
     #[tokio::test]
     async fn expired_or_replayed_decisions_hold_nothing() {
         let (_, mut enforcer, _) = setup();
-        let outcome = enforcer.on_allocation(&wl("web"), ResourceVector::new(3000, 0, 0, 0), 100, 100).await.unwrap();
+        let outcome = enforcer
+            .on_allocation(&wl("web"), ResourceVector::new(3000, 0, 0, 0), 100, 100)
+            .await
+            .unwrap();
         assert_eq!(outcome.applied, Some(AppliedBecause::Guarantee));
-        assert_eq!(enforcer.should_be_in_force(&wl("web"), 100).unwrap().cpu, 500);
+        assert_eq!(
+            enforcer.should_be_in_force(&wl("web"), 100).unwrap().cpu,
+            500
+        );
 
         let mut decision = entente_protocol::samples::decision();
         decision.allocations[0].workload = wl("web");

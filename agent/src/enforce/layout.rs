@@ -14,8 +14,20 @@ use std::path::{Path, PathBuf};
 /// The v1 controllers the agent may look for; other mount options (`rw`, `name=systemd`, ...)
 /// are not controllers.
 const V1_CONTROLLERS: &[&str] = &[
-    "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "blkio", "perf_event",
-    "net_prio", "hugetlb", "pids", "rdma", "misc",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "devices",
+    "freezer",
+    "net_cls",
+    "blkio",
+    "perf_event",
+    "net_prio",
+    "hugetlb",
+    "pids",
+    "rdma",
+    "misc",
 ];
 
 /// How cgroups are mounted on this host.
@@ -66,7 +78,10 @@ impl CgroupLayout {
 /// Reads `/proc/self/mountinfo` and the cgroup2 root's `cgroup.controllers`.
 pub fn detect_cgroup_layout() -> Result<CgroupLayout, EnforceError> {
     let path = Path::new("/proc/self/mountinfo");
-    let text = fs::read_to_string(path).map_err(|source| EnforceError::Read { path: path.into(), source })?;
+    let text = fs::read_to_string(path).map_err(|source| EnforceError::Read {
+        path: path.into(),
+        source,
+    })?;
     let (v1, v2_mounts) = parse_mountinfo(&text);
     let v2 = match v2_mounts.into_iter().next() {
         None => None,
@@ -77,7 +92,10 @@ pub fn detect_cgroup_layout() -> Result<CgroupLayout, EnforceError> {
                 .split_whitespace()
                 .map(str::to_string)
                 .collect();
-            Some(CgroupV2Mount { mount_point, controllers })
+            Some(CgroupV2Mount {
+                mount_point,
+                controllers,
+            })
         }
     };
     Ok(CgroupLayout { v1, v2 })
@@ -91,10 +109,15 @@ pub fn parse_mountinfo(text: &str) -> (BTreeMap<String, PathBuf>, Vec<PathBuf>) 
     let mut v2 = Vec::new();
     for line in text.lines() {
         // "<id> <parent> <maj:min> <root> <mount point> <options> [optional...] - <fstype> <source> <super options>"
-        let Some((before, after)) = line.split_once(" - ") else { continue };
-        let Some(mount_point) = before.split(' ').nth(4) else { continue };
+        let Some((before, after)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(mount_point) = before.split(' ').nth(4) else {
+            continue;
+        };
         let mut after = after.split(' ');
-        let (Some(fstype), Some(_source), Some(super_options)) = (after.next(), after.next(), after.next())
+        let (Some(fstype), Some(_source), Some(super_options)) =
+            (after.next(), after.next(), after.next())
         else {
             continue;
         };
@@ -104,7 +127,8 @@ pub fn parse_mountinfo(text: &str) -> (BTreeMap<String, PathBuf>, Vec<PathBuf>) 
             "cgroup" => {
                 for option in super_options.split(',') {
                     if V1_CONTROLLERS.contains(&option) {
-                        v1.entry(option.to_string()).or_insert_with(|| mount_point.clone());
+                        v1.entry(option.to_string())
+                            .or_insert_with(|| mount_point.clone());
                     }
                 }
             }
@@ -120,8 +144,14 @@ fn unescape_mountinfo(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let code = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let code =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(code);
             i += 4;
         } else {
@@ -145,9 +175,16 @@ impl BlockDevice {
     /// The device at a `/dev` path (e.g. `/dev/vda`).
     pub fn from_dev_path(path: impl Into<PathBuf>) -> Result<BlockDevice, EnforceError> {
         let path = path.into();
-        let meta = fs::metadata(&path).map_err(|source| EnforceError::Read { path: path.clone(), source })?;
+        let meta = fs::metadata(&path).map_err(|source| EnforceError::Read {
+            path: path.clone(),
+            source,
+        })?;
         let rdev = meta.rdev();
-        Ok(BlockDevice { major: libc::major(rdev), minor: libc::minor(rdev), path })
+        Ok(BlockDevice {
+            major: libc::major(rdev),
+            minor: libc::minor(rdev),
+            path,
+        })
     }
 
     /// The whole disks of this host: entries of `/sys/block` backed by a device (real or
@@ -155,7 +192,10 @@ impl BlockDevice {
     /// disks; the kernel refuses them on partitions.
     pub fn list_disks() -> Result<Vec<BlockDevice>, EnforceError> {
         let dir = Path::new("/sys/block");
-        let entries = fs::read_dir(dir).map_err(|source| EnforceError::Read { path: dir.into(), source })?;
+        let entries = fs::read_dir(dir).map_err(|source| EnforceError::Read {
+            path: dir.into(),
+            source,
+        })?;
         let mut disks = Vec::new();
         for entry in entries.flatten() {
             let sys = entry.path();
@@ -163,8 +203,10 @@ impl BlockDevice {
                 continue;
             }
             let dev_file = sys.join("dev");
-            let number = fs::read_to_string(&dev_file)
-                .map_err(|source| EnforceError::Read { path: dev_file.clone(), source })?;
+            let number = fs::read_to_string(&dev_file).map_err(|source| EnforceError::Read {
+                path: dev_file.clone(),
+                source,
+            })?;
             let parsed = number
                 .trim()
                 .split_once(':')
@@ -176,7 +218,11 @@ impl BlockDevice {
                     reason: "expected MAJOR:MINOR".into(),
                 });
             };
-            disks.push(BlockDevice { major, minor, path: Path::new("/dev").join(entry.file_name()) });
+            disks.push(BlockDevice {
+                major,
+                minor,
+                path: Path::new("/dev").join(entry.file_name()),
+            });
         }
         disks.sort_by_key(|d| (d.major, d.minor));
         Ok(disks)
@@ -204,11 +250,22 @@ mod tests {
     #[test]
     fn parses_hybrid_mountinfo_with_co_mounted_controllers() {
         let (v1, v2) = parse_mountinfo(HYBRID);
-        assert_eq!(v1.get("cpu").unwrap(), Path::new("/sys/fs/cgroup/cpu,cpuacct"));
-        assert_eq!(v1.get("cpuacct").unwrap(), Path::new("/sys/fs/cgroup/cpu,cpuacct"));
-        assert_eq!(v1.get("memory").unwrap(), Path::new("/sys/fs/cgroup/memory"));
+        assert_eq!(
+            v1.get("cpu").unwrap(),
+            Path::new("/sys/fs/cgroup/cpu,cpuacct")
+        );
+        assert_eq!(
+            v1.get("cpuacct").unwrap(),
+            Path::new("/sys/fs/cgroup/cpu,cpuacct")
+        );
+        assert_eq!(
+            v1.get("memory").unwrap(),
+            Path::new("/sys/fs/cgroup/memory")
+        );
         assert_eq!(v1.get("blkio").unwrap(), Path::new("/mnt/with space"));
-        assert!(!v1.contains_key("name=systemd") && !v1.contains_key("xattr") && !v1.contains_key("rw"));
+        assert!(
+            !v1.contains_key("name=systemd") && !v1.contains_key("xattr") && !v1.contains_key("rw")
+        );
         assert_eq!(v2, vec![PathBuf::from("/sys/fs/cgroup/unified")]);
     }
 
@@ -220,7 +277,10 @@ mod tests {
         assert_eq!(v2, vec![PathBuf::from("/sys/fs/cgroup")]);
         let layout = CgroupLayout {
             v1,
-            v2: Some(CgroupV2Mount { mount_point: v2[0].clone(), controllers: vec!["cpu".into()] }),
+            v2: Some(CgroupV2Mount {
+                mount_point: v2[0].clone(),
+                controllers: vec!["cpu".into()],
+            }),
         };
         assert_eq!(layout.mode(), CgroupMode::V2);
     }

@@ -40,7 +40,9 @@ pub use cgroup_v2::CgroupV2Backend;
 pub use docker::DockerBackend;
 pub use dry_run::DryRunBackend;
 pub use enforcer::{unix_ms_now, AppliedBecause, Enforcer, Outcome, TickReport};
-pub use layout::{detect_cgroup_layout, parse_mountinfo, BlockDevice, CgroupLayout, CgroupMode, CgroupV2Mount};
+pub use layout::{
+    detect_cgroup_layout, parse_mountinfo, BlockDevice, CgroupLayout, CgroupMode, CgroupV2Mount,
+};
 
 use async_trait::async_trait;
 use entente_protocol::{Resource, ResourceVector};
@@ -121,31 +123,57 @@ impl CgroupTarget {
 #[derive(Debug, thiserror::Error)]
 pub enum EnforceError {
     #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("writing {value:?} to {path}: {source}")]
-    Write { path: PathBuf, value: String, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        value: String,
+        source: std::io::Error,
+    },
     #[error(
         "the kernel refused memory limit {value} in {path} (EBUSY): the cgroup uses more than that \
          and could not reclaim enough"
     )]
     MemoryBelowUsage { path: PathBuf, value: String },
     #[error("unexpected content {content:?} in {path}: {reason}")]
-    Parse { path: PathBuf, content: String, reason: String },
+    Parse {
+        path: PathBuf,
+        content: String,
+        reason: String,
+    },
     #[error(
         "cgroup {cgroup} has no `{controller}` controller (not listed in its cgroup.controllers), \
          so {resource} cannot be enforced there; enable it in the parent's cgroup.subtree_control"
     )]
-    MissingController { cgroup: PathBuf, controller: &'static str, resource: Resource },
+    MissingController {
+        cgroup: PathBuf,
+        controller: &'static str,
+        resource: Resource,
+    },
     #[error("cgroup {0} does not exist")]
     NoSuchCgroup(PathBuf),
     #[error("bad target {target:?}: {reason}")]
-    BadTarget { target: String, reason: &'static str },
+    BadTarget {
+        target: String,
+        reason: &'static str,
+    },
     #[error("backend {backend} cannot enforce on {target}: it handles {handles} only")]
-    WrongTarget { backend: &'static str, target: String, handles: &'static str },
+    WrongTarget {
+        backend: &'static str,
+        target: String,
+        handles: &'static str,
+    },
     #[error("no Docker engine reachable: {0}")]
     DockerUnreachable(#[source] bollard::errors::Error),
     #[error("Docker {op} of container {container}: {source}")]
-    Docker { container: String, op: &'static str, source: bollard::errors::Error },
+    Docker {
+        container: String,
+        op: &'static str,
+        source: bollard::errors::Error,
+    },
     #[error("backend {kind} is not available on this host: {reason}")]
     Unavailable { kind: BackendKind, reason: String },
     #[error("unknown backend {0:?}: expected cgroup-v1, cgroup-v2, docker or dry-run")]
@@ -220,7 +248,12 @@ pub(crate) fn cpu_quota_us(millicores: u64) -> Option<u64> {
     if millicores == UNLIMITED {
         return None;
     }
-    Some(millicores.max(MIN_CPU_MILLICORES).saturating_mul(CPU_PERIOD_US) / 1000)
+    Some(
+        millicores
+            .max(MIN_CPU_MILLICORES)
+            .saturating_mul(CPU_PERIOD_US)
+            / 1000,
+    )
 }
 
 /// cgroup v1 `cpu.shares` (and Docker `CpuShares`) for a CPU allocation: 1024 per core, at
@@ -314,7 +347,10 @@ pub async fn backend_for(
                     reason: "no cgroup v1 controller is mounted (see /proc/self/mountinfo)".into(),
                 });
             }
-            Ok(Arc::new(CgroupV1Backend::new(layout.v1.clone(), block_devices.to_vec())))
+            Ok(Arc::new(CgroupV1Backend::new(
+                layout.v1.clone(),
+                block_devices.to_vec(),
+            )))
         }
         BackendKind::CgroupV2 => {
             let Some(v2) = &layout.v2 else {
@@ -323,7 +359,10 @@ pub async fn backend_for(
                     reason: "no cgroup2 hierarchy is mounted (see /proc/self/mountinfo)".into(),
                 });
             };
-            Ok(Arc::new(CgroupV2Backend::for_hierarchy(v2, block_devices.to_vec())))
+            Ok(Arc::new(CgroupV2Backend::for_hierarchy(
+                v2,
+                block_devices.to_vec(),
+            )))
         }
         BackendKind::Docker => Ok(Arc::new(DockerBackend::connect().await?)),
         BackendKind::DryRun => Ok(Arc::new(DryRunBackend::new())),

@@ -160,9 +160,16 @@ fn cpu_capable_backend(layout: &CgroupLayout) -> (BackendKind, Vec<PathBuf>) {
                 "the preferred v2 hierarchy at {} has no cpu controller",
                 v2.mount_point.display()
             );
+            // The backend enforces every controller the root has, so the test cgroup needs each.
             let subtree = v2.mount_point.join("cgroup.subtree_control");
-            fs::write(&subtree, "+cpu")
-                .unwrap_or_else(|e| panic!("enabling cpu in {}: {e}", subtree.display()));
+            for controller in ["cpu", "memory"]
+                .into_iter()
+                .filter(|c| v2.has_controller(c))
+            {
+                fs::write(&subtree, format!("+{controller}")).unwrap_or_else(|e| {
+                    panic!("enabling {controller} in {}: {e}", subtree.display())
+                });
+            }
             (BackendKind::CgroupV2, vec![v2.mount_point.clone()])
         }
         Some(BackendKind::CgroupV1) => {

@@ -1,0 +1,87 @@
+//! Reading and writing cgroup interface files, shared by the v1 and v2 backends.
+//!
+//! Errors name the file and keep the OS error, because "Invalid argument" alone says nothing
+//! about which of a dozen files the kernel refused. Writes are counted so tests can prove that
+//! re-applying an unchanged allocation touches no file.
+
+use super::EnforceError;
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Reads and writes the files of cgroups, counting the writes.
+#[derive(Debug, Default)]
+pub(crate) struct CgroupFiles {
+    writes: AtomicU64,
+}
+
+impl CgroupFiles {
+    pub(crate) fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn read(&self, path: &Path) -> Result<String, EnforceError> {
+        fs::read_to_string(path).map_err(|source| match source.kind() {
+            ErrorKind::NotFound if !path.parent().is_some_and(Path::exists) => {
+                EnforceError::NoSuchCgroup(path.parent().map(Path::to_path_buf).unwrap_or_default())
+            }
+            _ => EnforceError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+        })
+    }
+
+    /// Reads a file holding one integer (`-1` allowed) or `max`; `None` for `max` or -1.
+    pub(crate) fn read_limit(&self, path: &Path) -> Result<Option<u64>, EnforceError> {
+        let content = self.read(path)?;
+        parse_limit(path, content.trim())
+    }
+
+    pub(crate) fn write(&self, path: &Path, value: &str) -> Result<(), EnforceError> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        fs::write(path, value).map_err(|source| {
+            if source.raw_os_error() == Some(libc::EBUSY) {
+                EnforceError::MemoryBelowUsage {
+                    path: path.to_path_buf(),
+                    value: value.to_string(),
+                }
+            } else if source.kind() == ErrorKind::NotFound
+                && !path.parent().is_some_and(Path::exists)
+            {
+                EnforceError::NoSuchCgroup(path.parent().map(Path::to_path_buf).unwrap_or_default())
+            } else {
+                EnforceError::Write {
+                    path: path.to_path_buf(),
+                    value: value.to_string(),
+                    source,
+                }
+            }
+        })
+    }
+}
+
+/// Parses one limit value: an integer, `-1` or `max` (the last two: no limit, `None`).
+pub(crate) fn parse_limit(path: &Path, text: &str) -> Result<Option<u64>, EnforceError> {
+    if text == "max" || text == "-1" {
+        return Ok(None);
+    }
+    text.parse::<u64>()
+        .map(Some)
+        .map_err(|e| EnforceError::Parse {
+            path: path.to_path_buf(),
+            content: text.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// The directory of a cgroup, checked to exist so that errors say "no such cgroup" rather than
+/// "no such file".
+pub(crate) fn existing_dir(dir: PathBuf) -> Result<PathBuf, EnforceError> {
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(EnforceError::NoSuchCgroup(dir))
+    }
+}

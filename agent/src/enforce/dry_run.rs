@@ -1,0 +1,86 @@
+//! The dry-run backend: enforces nothing, records what it would apply.
+//!
+//! For trying entente on a host without touching its workloads (or without root), and for
+//! watching what the arbiter would do. It claims every resource so that decisions are logged
+//! whole; its readings are what it was last told, so the lease logic runs exactly as it would
+//! with a real backend.
+
+use super::{Backend, EnforceError, Target, UNLIMITED};
+use async_trait::async_trait;
+use entente_protocol::{Resource, ResourceVector};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Records allocations instead of enforcing them.
+#[derive(Debug, Default)]
+pub struct DryRunBackend {
+    applied: Mutex<HashMap<Target, ResourceVector>>,
+    history: Mutex<Vec<(Target, ResourceVector)>>,
+}
+
+impl DryRunBackend {
+    pub fn new() -> DryRunBackend {
+        DryRunBackend::default()
+    }
+
+    /// Every apply so far, oldest first.
+    pub fn history(&self) -> Vec<(Target, ResourceVector)> {
+        self.history.lock().expect("dry-run history lock").clone()
+    }
+}
+
+#[async_trait]
+impl Backend for DryRunBackend {
+    fn name(&self) -> &'static str {
+        "dry-run"
+    }
+
+    fn enforces(&self) -> Vec<Resource> {
+        Resource::ALL.to_vec()
+    }
+
+    async fn apply(&self, target: &Target, alloc: &ResourceVector) -> Result<(), EnforceError> {
+        tracing::info!(%target, %alloc, "dry run: would apply");
+        let in_force = self.expected_reading(alloc);
+        self.applied
+            .lock()
+            .expect("dry-run lock")
+            .insert(target.clone(), in_force);
+        self.history
+            .lock()
+            .expect("dry-run history lock")
+            .push((target.clone(), *alloc));
+        Ok(())
+    }
+
+    /// What was last applied; a target never applied reads as unconstrained everywhere.
+    async fn read(&self, target: &Target) -> Result<ResourceVector, EnforceError> {
+        let applied = self.applied.lock().expect("dry-run lock");
+        Ok(applied.get(target).copied().unwrap_or(ResourceVector {
+            cpu: UNLIMITED,
+            memory: UNLIMITED,
+            disk_bw: UNLIMITED,
+            net_bw: UNLIMITED,
+            llc: UNLIMITED,
+            mem_bw: UNLIMITED,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn records_and_reads_back_what_it_would_apply() {
+        let backend = DryRunBackend::new();
+        let target = Target::Container("web".into());
+        assert_eq!(backend.read(&target).await.unwrap().cpu, UNLIMITED);
+        let alloc = ResourceVector::new(0, 0, 5_000, 7);
+        backend.apply(&target, &alloc).await.unwrap();
+        let read = backend.read(&target).await.unwrap();
+        assert_eq!(read, backend.expected_reading(&alloc));
+        assert_eq!((read.cpu, read.memory, read.disk_bw, read.net_bw), (10, UNLIMITED, 5_000, 7));
+        assert_eq!(backend.history(), vec![(target, alloc)]);
+    }
+}

@@ -18,9 +18,6 @@ use entente_protocol::{
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Share of its budget a priority-100 workload gets back each round (priority 50: half that).
-pub const REFILL_SHARE_PER_ROUND: f64 = 0.1;
-
 /// A change to the ledger, proposed by the leader and committed through Raft.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -64,16 +61,11 @@ pub struct WorkloadEntry {
 }
 
 impl WorkloadEntry {
-    /// The refill a round adds to the balance.
-    pub fn refill(&self) -> f64 {
-        self.spec.budget * f64::from(self.spec.priority) / 100.0 * REFILL_SHARE_PER_ROUND
-    }
-
-    /// The balance the workload may spend in the next round: the current one plus the refill,
-    /// capped at the budget. The leader caps bids with it; applying the round subtracts the
-    /// payment from it, so both sides use the same figure.
+    /// The balance the workload may spend in the next round: the current one plus the refill
+    /// ([`WorkloadSpec::refill_per_round`]), capped at the budget. The leader caps bids with it;
+    /// applying the round subtracts the payment from it, so both sides use the same figure.
     pub fn balance_for_next_round(&self) -> f64 {
-        (self.balance + self.refill()).min(self.spec.budget)
+        self.spec.balance_after_refill(self.balance)
     }
 
     /// The allocation in force at `now`: the decided one under a live lease, else the guarantee.
@@ -390,7 +382,7 @@ mod tests {
         let after = ledger.workload(&samples::host(), &id).unwrap();
         assert_eq!(after.allocation.cpu, 1_000);
         assert_eq!(after.bundle, None);
-        assert!((after.balance - (w.balance + w.refill())).abs() < 1e-9);
+        assert!((after.balance - (w.balance + w.spec.refill_per_round())).abs() < 1e-9);
     }
 
     #[test]

@@ -99,6 +99,23 @@ pub struct WorkloadSpec {
     pub budget: f64,
 }
 
+/// Share of its budget a priority-100 workload gets back each round (priority 50: half that).
+pub const REFILL_SHARE_PER_ROUND: f64 = 0.1;
+
+impl WorkloadSpec {
+    /// Credits the workload's balance regains each decided round: budgets refill in proportion
+    /// to priority, never above the budget. The arbiter's ledger applies this rule and agents
+    /// use it to estimate their balance between decisions.
+    pub fn refill_per_round(&self) -> f64 {
+        self.budget * f64::from(self.priority) / 100.0 * REFILL_SHARE_PER_ROUND
+    }
+
+    /// The balance available in the next round, given the current one.
+    pub fn balance_after_refill(&self, balance: f64) -> f64 {
+        (balance + self.refill_per_round()).min(self.budget)
+    }
+}
+
 /// The lowest and highest workload priority.
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<u8> = 1..=100;
 

@@ -5,6 +5,11 @@
 //! and forecasts into a bid (pure logic, no I/O), [`enforce`] applies decisions to cgroups or
 //! containers and holds them under their lease.
 
+pub mod config;
 pub mod enforce;
 pub mod monitor;
+pub mod negotiator;
+pub mod runtime;
+pub mod slo_probe;
 pub mod strategy;
+pub mod workload;

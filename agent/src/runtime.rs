@@ -1,0 +1,299 @@
+//! The agent's event loop: the edge where NATS, the clock and the host meet the negotiation.
+//!
+//! One task per workload (its negotiator, see [`crate::negotiator`]) owns that workload's
+//! monitor, predictor state, budget estimate and enforcement lease. This module does what is
+//! shared: it connects to the bus, registers the host and its workloads with the arbiter cluster,
+//! and routes what arrives (the interval tick, round announcements, forecasts for this host,
+//! decisions from the stream) to the negotiators. Shutdown is threaded through: on the signal the
+//! loop stops taking events, every negotiator finishes the event in hand, and commands the agent
+//! started are stopped.
+
+use crate::config::WorkloadConfig;
+use crate::enforce::{self, BackendKind, BlockDevice, Enforcer, TickReport};
+use crate::monitor::{self, cgroup::CgroupLayout};
+use crate::negotiator::{unix_ms_now, Event, Negotiator};
+use crate::workload::{self, ResolvedWorkload};
+use entente_protocol::bus::{Bus, BusConfig, BusError, ReplayFrom};
+use entente_protocol::{
+    Decision, Forecast, HostId, HostRegistration, RegistrationReply, Rejection, ResourceVector, RoundAnnouncement,
+};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Everything the agent needs to run, resolved from flags, environment and file.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub host: HostId,
+    pub bus: BusConfig,
+    pub interval: Duration,
+    /// The enforcement backend; `None` picks the cgroup backend that enforces most here.
+    pub backend: Option<BackendKind>,
+    /// What the host offers; detected (cores and memory) when not configured.
+    pub capacity: Option<ResourceVector>,
+    pub cgroup_parent: String,
+    pub discover_containers: bool,
+    pub workloads: Vec<WorkloadConfig>,
+}
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("enforcement backend: {0}")]
+    Backend(String),
+    #[error("workload {workload}: {message}")]
+    Workload { workload: String, message: String },
+    #[error("host registration refused by the arbiter: {0}")]
+    HostRefused(String),
+}
+
+/// How long to wait between registration attempts while no arbiter answers.
+const REGISTRATION_RETRY: Duration = Duration::from_secs(2);
+
+/// Runs the agent until `shutdown` completes.
+pub async fn run(settings: AgentSettings, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    let capabilities = monitor::probe();
+    tracing::info!(host = %settings.host, %capabilities, "entente-agent starting");
+    let enforce_layout = enforce::detect_cgroup_layout().map_err(|e| AgentError::Backend(e.to_string()))?;
+    let kind = match settings.backend {
+        Some(kind) => kind,
+        None => BackendKind::preferred_cgroup(&enforce_layout).ok_or_else(|| {
+            AgentError::Backend("no cgroup controller to enforce with; choose --backend docker or dry-run".into())
+        })?,
+    };
+    let disks = BlockDevice::list_disks().map_err(|e| AgentError::Backend(e.to_string()))?;
+    let backend = enforce::backend_for(&enforce_layout, kind, &disks).await.map_err(|e| AgentError::Backend(e.to_string()))?;
+    tracing::info!(backend = backend.name(), enforces = ?backend.enforces(), "enforcement backend ready");
+    let layout = CgroupLayout::read();
+    let bus = Bus::connect(&settings.bus).await?;
+    let capacity = settings.capacity.unwrap_or_else(detect_capacity);
+
+    let mut configs = settings.workloads.clone();
+    if settings.discover_containers {
+        for config in workload::discover_containers().await.map_err(AgentError::Backend)? {
+            match config.validate(&settings.host) {
+                Ok(()) if configs.iter().all(|c| c.id != config.id) => configs.push(config),
+                Ok(()) => tracing::warn!(workload = %config.id, "discovered container duplicates a configured workload"),
+                Err(e) => tracing::error!(error = %e, "ignoring discovered container"),
+            }
+        }
+    }
+    let mut workloads = Vec::new();
+    for config in configs {
+        match workload::resolve(&config, &settings.cgroup_parent, kind, &layout).await {
+            Ok(resolved) => workloads.push((config, resolved)),
+            Err(message) => {
+                stop_all(workloads).await;
+                return Err(AgentError::Workload { workload: config.id.to_string(), message });
+            }
+        }
+    }
+
+    let registration = HostRegistration {
+        host: settings.host.clone(),
+        capacity,
+        enforces: backend.enforces(),
+        backend: backend.name().to_owned(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    tokio::pin!(shutdown);
+    let registered = tokio::select! {
+        r = register_host(&bus, &registration) => r,
+        _ = &mut shutdown => {
+            stop_all(workloads).await;
+            return Ok(());
+        }
+    };
+    if let Err(e) = registered {
+        stop_all(workloads).await;
+        return Err(e);
+    }
+
+    // Subscribe before registering workloads so no round or decision falls between the two.
+    let subjects = bus.subjects().clone();
+    let mut rounds = bus.subscribe::<RoundAnnouncement>(subjects.round()).await?;
+    let mut forecasts = bus.subscribe::<Forecast>(subjects.forecast(&settings.host)).await?;
+    let mut rejections = bus.subscribe::<Rejection>(subjects.rejections(&settings.host)).await?;
+    let mut decisions = decisions_feed(&bus, &settings.host).await;
+
+    let mut enforcer = Enforcer::new(backend);
+    let mut negotiators = Vec::new();
+    let mut started = Vec::new();
+    for (config, resolved) in workloads {
+        let spec = config.spec(&settings.host);
+        match bus.register_workload(&spec).await {
+            Ok(RegistrationReply::Accepted) => tracing::info!(workload = %config.id, "workload registered"),
+            Ok(RegistrationReply::Refused { reason }) => {
+                // A refused workload is left as it is; the agent neither bids for it nor limits it.
+                tracing::error!(workload = %config.id, %reason, "admission refused; not negotiating for it");
+                resolved.stop().await;
+                continue;
+            }
+            Err(e) => tracing::warn!(workload = %config.id, error = %e, "workload registration unanswered; bidding anyway"),
+        }
+        let ResolvedWorkload { monitor, target, started: handle } = resolved;
+        enforcer.register(config.id.clone(), target, spec.guaranteed);
+        let (tx, rx) = mpsc::channel(64);
+        let negotiator = Negotiator::new(spec, monitor, bus.clone(), settings.interval);
+        negotiators.push((tx, tokio::spawn(negotiator.run(rx))));
+        started.push(handle);
+    }
+    // Hold every workload at its guarantee until the first decision arrives.
+    log_report(&enforcer.tick(unix_ms_now()).await);
+
+    let mut tick = tokio::time::interval(settings.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let event = tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {
+                log_report(&enforcer.tick(unix_ms_now()).await);
+                Event::Tick
+            }
+            Some(r) = rounds.next() => match r.message {
+                Ok(round) => Event::Round(Arc::new(round)),
+                Err(e) => { tracing::warn!(error = %e, "undecodable round announcement"); continue }
+            },
+            Some(f) = forecasts.next() => match f.message {
+                Ok(forecast) => Event::Forecast(Arc::new(forecast)),
+                Err(e) => { tracing::warn!(error = %e, "undecodable forecast"); continue }
+            },
+            Some(r) = rejections.next() => match r.message {
+                Ok(rejection) => Event::Rejected(Arc::new(rejection)),
+                Err(e) => { tracing::warn!(error = %e, "undecodable rejection notice"); continue }
+            },
+            next = next_decision(&mut decisions) => match next {
+                Some(decision) if decision.host == settings.host => {
+                    log_report(&enforcer.on_decision(&decision, unix_ms_now()).await);
+                    Event::Decision(Arc::new(decision))
+                }
+                Some(_) => continue,
+                None => {
+                    if decisions.is_none() {
+                        decisions = decisions_feed(&bus, &settings.host).await;
+                    }
+                    continue
+                }
+            },
+        };
+        for (tx, _) in &negotiators {
+            // A negotiator that is behind skips a tick rather than stalling the whole host.
+            if tx.try_send(event.clone()).is_err() && !matches!(event, Event::Tick) {
+                let _ = tx.send(event.clone()).await;
+            }
+        }
+    }
+    for (tx, task) in negotiators {
+        drop(tx);
+        let _ = task.await;
+    }
+    for handle in started {
+        handle.stop().await;
+    }
+    let _ = bus.flush().await;
+    tracing::info!("entente-agent stopped");
+    Ok(())
+}
+
+fn log_report(report: &TickReport) {
+    for (workload, because) in &report.applied {
+        tracing::info!(%workload, ?because, "allocation applied");
+    }
+    for (workload, error) in &report.errors {
+        tracing::warn!(%workload, %error, "enforcement failed; retrying next tick");
+    }
+    for (workload, resources) in &report.unenforced {
+        tracing::info!(%workload, ?resources, "decided resources this backend cannot enforce");
+    }
+}
+
+async fn stop_all(workloads: Vec<(WorkloadConfig, ResolvedWorkload)>) {
+    for (_, resolved) in workloads {
+        resolved.stop().await;
+    }
+}
+
+/// Registers the host, retrying while no arbiter answers (the cluster may start after us).
+async fn register_host(bus: &Bus, registration: &HostRegistration) -> Result<(), AgentError> {
+    loop {
+        match bus.register_host(registration).await {
+            Ok(RegistrationReply::Accepted) => {
+                tracing::info!(capacity = %registration.capacity, "host registered");
+                return Ok(());
+            }
+            Ok(RegistrationReply::Refused { reason }) => return Err(AgentError::HostRefused(reason)),
+            Err(BusError::NoResponders { .. } | BusError::Timeout { .. }) => {
+                tracing::warn!("no arbiter answers host registration yet; retrying");
+                tokio::time::sleep(REGISTRATION_RETRY).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Follows this host's decisions on the stream. The stream is created by the arbiter; until it
+/// exists the feed is absent and re-tried on the next poll.
+async fn decisions_feed(bus: &Bus, host: &HostId) -> Option<entente_protocol::bus::DecisionFeed> {
+    match bus.decisions(ReplayFrom::New, Some(host)).await {
+        Ok(feed) => Some(feed),
+        Err(e) => {
+            tracing::debug!(error = %e, "decisions stream not available yet");
+            None
+        }
+    }
+}
+
+async fn next_decision(feed: &mut Option<entente_protocol::bus::DecisionFeed>) -> Option<Decision> {
+    let Some(f) = feed.as_mut() else {
+        tokio::time::sleep(REGISTRATION_RETRY).await;
+        return None;
+    };
+    loop {
+        match f.next().await {
+            Some(Ok(stored)) => match stored.decision {
+                Ok(d) => return Some(d),
+                Err(e) => tracing::warn!(error = %e, sequence = stored.sequence, "undecodable decision skipped"),
+            },
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "decisions feed failed; reopening");
+                return None;
+            }
+            None => return None,
+        }
+    }
+}
+
+/// The host's capacity when none is configured: its cores and memory. Disk and network
+/// bandwidth cannot be read reliably from the host, so they are 0 (not traded) until configured.
+pub fn detect_capacity() -> ResourceVector {
+    let cores = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024);
+    ResourceVector::new(cores * 1000, memory, 0, 0)
+}
+
+/// What `entente-agent probe` prints.
+pub fn probe_report() -> String {
+    format!("host capacity: {}\n{}", detect_capacity(), monitor::probe())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detected_capacity_has_cores_and_memory() {
+        let c = detect_capacity();
+        assert!(c.cpu >= 1000 && c.memory > 0);
+    }
+}

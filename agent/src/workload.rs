@@ -50,9 +50,16 @@ impl Started {
         if let Some(child) = self.child.as_mut() {
             let _ = child.kill().await;
         }
+        if let Some(child) = self.child.as_mut() {
+            // The cgroup can only be removed once the killed process is gone.
+            let _ = child.wait().await;
+        }
         for dir in self.created.iter().rev() {
-            if let Err(e) = std::fs::remove_dir(dir) {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a cgroup the agent created");
+            match std::fs::remove_dir(dir) {
+                Ok(()) => {}
+                // A shared parent still holds another workload's cgroup: the last one removes it.
+                Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) || e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a cgroup the agent created"),
             }
         }
     }
@@ -135,11 +142,14 @@ fn start_command(
     if dirs.is_empty() {
         return Err("no cgroup hierarchy is mounted: cannot start a command in its own cgroup".into());
     }
+    // Record every directory created (the parent too, when it is new) to remove them all later.
     let mut created = Vec::new();
     for dir in &dirs {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create cgroup {}: {e}", dir.display()))?;
-            created.push(dir.clone());
+        let mut missing: Vec<PathBuf> = dir.ancestors().take_while(|d| !d.exists()).map(PathBuf::from).collect();
+        missing.reverse();
+        for d in missing {
+            std::fs::create_dir(&d).map_err(|e| format!("cannot create cgroup {}: {e}", d.display()))?;
+            created.push(d);
         }
     }
     let procs: Vec<CString> = dirs

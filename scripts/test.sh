@@ -50,6 +50,19 @@ fi
 export PATH="$venv/bin:$PATH"
 export ENTENTE_PYTHON="$venv/bin/python"
 
+say "Host tools"
+# The agent's tests use real cgroups (root) and, where a Docker engine runs, a tiny local image
+# built from a static busybox (no image can be pulled on a test machine).
+[ "$(id -u)" -eq 0 ] || echo "warning: not root; the cgroup tests of the agent will fail" >&2
+if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+  if ! command -v busybox >/dev/null || ! ldd "$(command -v busybox)" 2>&1 | grep -Eq "not a dynamic|statically linked"; then
+    apt_install busybox-static
+  fi
+else
+  echo "no Docker engine reachable: the Docker backend tests are skipped" >&2
+  export ENTENTE_SKIP_DOCKER=1
+fi
+
 say "Build (target dir: $CARGO_TARGET_DIR)"
 cargo build --workspace --all-targets --locked
 

@@ -10,7 +10,8 @@
 //! - [`auction`], [`round`]: hosts, guarantees, balances and quotas, translated onto the generic
 //!   shape and cleared in parallel — the entry point for the arbiter's round loop is
 //!   [`clear_round`];
-//! - [`cats`], [`json`]: the two instance formats the `solve` command reads.
+//! - [`cats`], [`json`]: the two instance formats the `solve` command reads;
+//! - [`synthetic`]: seeded plausible host rounds for benchmarks.
 pub mod auction;
 pub mod bounds;
 pub mod cats;
@@ -19,6 +20,7 @@ pub mod json;
 pub mod problem;
 pub mod round;
 pub mod solver;
+pub mod synthetic;
 pub mod vcg;
 
 pub use auction::{AuctionError, Bundle, CappedBundle, HostAuction, Quota, WorkloadBid};
@@ -27,4 +29,5 @@ pub use json::parse_host_instance;
 pub use problem::{Infeasibility, Item, Problem, ProblemError};
 pub use round::{clear_host, clear_round, ClearingOptions, HostOutcome, WorkloadOutcome};
 pub use solver::{solve, Solution, SolveOptions};
+pub use synthetic::SyntheticHost;
 pub use vcg::{clear, Clearing};

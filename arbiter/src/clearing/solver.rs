@@ -50,6 +50,12 @@ pub fn solve(problem: &Problem, options: &SolveOptions) -> Solution {
     solve_compiled(&compiled, options, None, &[])
 }
 
+/// Solves `problem` starting from a known feasible selection `warm_start` (item numbers).
+pub fn solve_warm(problem: &Problem, options: &SolveOptions, warm_start: &[usize]) -> Solution {
+    let compiled = Compiled::new(problem);
+    solve_compiled(&compiled, options, None, warm_start)
+}
+
 /// Solves an already compiled problem, ignoring the groups in `removed_groups` (original group
 /// numbers), starting from `warm_start` (a feasible selection, in original item numbers) if any.
 pub(crate) fn solve_compiled(
@@ -86,7 +92,7 @@ pub(crate) fn solve_compiled(
 /// Subgradient steps at the root, where a good start for every node below is worth the most.
 const ROOT_STEPS: usize = 120;
 /// Subgradient steps at every other node.
-const NODE_STEPS: usize = 4;
+const NODE_STEPS: usize = 16;
 
 struct Search<'a> {
     c: &'a Compiled,
@@ -203,8 +209,8 @@ impl<'a> Search<'a> {
         let mut lambda = std::mem::take(&mut self.lambda[depth]);
         let mut best_lambda = lambda.clone();
         let mut best_bound = f64::INFINITY;
-        let steps = if depth == 0 { ROOT_STEPS } else { NODE_STEPS };
-        let mut step_scale = if depth == 0 { 1.0 } else { 0.5 };
+        let steps = if depth == 0 { knob("ROOT", ROOT_STEPS) } else { knob("NODE", NODE_STEPS) };
+        let mut step_scale = if depth == 0 { 1.0 } else { knob("SCALE", 50) as f64 / 100.0 };
         let mut stale = 0;
         let mut picks = std::mem::take(&mut self.picks);
         for step in 0..=steps {
@@ -256,11 +262,64 @@ impl<'a> Search<'a> {
         }
         // Branch at the best multipliers found.
         lambda.copy_from_slice(&best_lambda);
-        lagrangian(c, self.fixed_value, &self.residual, &live, &lambda, &mut self.reduced, &mut picks);
+        let bound = lagrangian(c, self.fixed_value, &self.residual, &live, &lambda, &mut self.reduced, &mut picks);
+        // Reduced-value fixing: forcing item i gives the bound `bound − best⁺(group) + rv_i` at
+        // these multipliers; an item whose forced bound cannot beat the incumbent leaves the
+        // subtree for good.
+        let mut live = live;
+        {
+            let mut best_of_group = 0.0;
+            let mut pick_index = 0;
+            let mut group = u32::MAX;
+            let reduced = &self.reduced;
+            let mut kept = 0;
+            for k in 0..live.len() {
+                let i = live[k];
+                let g = c.item_group[i as usize];
+                if g != group {
+                    group = g;
+                    best_of_group = if pick_index < picks.len() && c.item_group[picks[pick_index] as usize] == g {
+                        pick_index += 1;
+                        reduced[picks[pick_index - 1] as usize]
+                    } else {
+                        0.0
+                    };
+                }
+                if !self.prunable(bound - best_of_group + reduced[i as usize]) {
+                    live[kept] = i;
+                    kept += 1;
+                }
+            }
+            live.truncate(kept);
+            picks.retain(|&i| live.binary_search(&i).is_ok());
+        }
+        if live.is_empty() {
+            self.try_selection(&[]);
+            self.picks = picks;
+            self.lambda[depth] = lambda;
+            self.live[depth] = live;
+            return best_bound;
+        }
+        let rule = knob("BRANCH", 0);
+        let regret = |pick: u32| -> f64 {
+            let g = c.item_group[pick as usize];
+            let mut second = 0.0f64;
+            for &i in &live {
+                if i != pick && c.item_group[i as usize] == g {
+                    second = second.max(self.reduced[i as usize]);
+                }
+            }
+            self.reduced[pick as usize] - second
+        };
         let branch = picks
             .iter()
             .copied()
-            .max_by(|&a, &b| self.reduced[a as usize].total_cmp(&self.reduced[b as usize]))
+            .max_by(|&a, &b| match rule {
+                1 => regret(b).total_cmp(&regret(a)),
+                2 => regret(a).total_cmp(&regret(b)),
+                3 => c.value[a as usize].total_cmp(&c.value[b as usize]),
+                _ => self.reduced[a as usize].total_cmp(&self.reduced[b as usize]),
+            })
             .unwrap_or_else(|| {
                 live.iter()
                     .copied()
@@ -307,4 +366,8 @@ impl<'a> Search<'a> {
         self.live[depth] = live;
         best_bound
     }
+}
+
+fn knob(name: &str, default: usize) -> usize {
+    std::env::var(format!("KNOB_{name}")).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }

@@ -1,0 +1,66 @@
+//! Per-host and per-round clearing times on synthetic hosts (see `clearing::synthetic`), as a
+//! distribution (median, p99, max) rather than criterion's mean: the targets are about the tail.
+//!
+//! `cargo run --release -p entente-arbiter --example host_timings -- [hosts] [round_hosts]`
+
+use std::time::Instant;
+
+use entente_arbiter::clearing::{clear_host, clear_round, ClearingOptions, SyntheticHost};
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let hosts: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
+    let round_hosts: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let shape = SyntheticHost::default();
+    let instances: Vec<_> = (0..hosts).map(|seed| shape.generate(seed)).collect();
+    println!(
+        "synthetic hosts: {} workloads x {} bundles x 4 resources, oversubscription {}",
+        shape.workloads, shape.bundles, shape.oversubscription
+    );
+    for payments in [false, true] {
+        let options = ClearingOptions { time_limit: None, payments };
+        let mut times = Vec::with_capacity(instances.len());
+        let (mut optimal, mut winners) = (0, 0usize);
+        for host in &instances {
+            let started = Instant::now();
+            let outcome = clear_host(host, &options).expect("synthetic hosts are valid");
+            times.push(started.elapsed().as_secs_f64() * 1e6);
+            optimal += usize::from(outcome.optimal);
+            winners += outcome.workloads.iter().filter(|w| w.bundle.is_some()).count();
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "per host, {:<13} n={} median={:.1}us p99={:.1}us max={:.1}us mean winners={:.1}/{} optimal={}/{}",
+            if payments { "with VCG:" } else { "without VCG:" },
+            times.len(),
+            percentile(&times, 0.5),
+            percentile(&times, 0.99),
+            times[times.len() - 1],
+            winners as f64 / instances.len() as f64,
+            shape.workloads,
+            optimal,
+            instances.len()
+        );
+    }
+    let round: Vec<_> = (0..round_hosts).map(|seed| shape.generate(1_000_000 + seed)).collect();
+    for payments in [false, true] {
+        let options = ClearingOptions { time_limit: None, payments };
+        let started = Instant::now();
+        let outcomes = clear_round(&round, &[], &options);
+        let elapsed = started.elapsed().as_secs_f64();
+        let optimal = outcomes.iter().filter(|o| o.as_ref().is_ok_and(|o| o.optimal)).count();
+        println!(
+            "round of {} hosts on {} threads, {:<13} {:.3}s (optimal {}/{})",
+            round.len(),
+            rayon::current_num_threads(),
+            if payments { "with VCG:" } else { "without VCG:" },
+            elapsed,
+            optimal,
+            round.len()
+        );
+    }
+}

@@ -1,0 +1,302 @@
+//! The cluster subcommands of `entente-arbiter`: `run` one replica, ask for `status`, change
+//! `members`.
+//!
+//! Settings come from flags, then `ENTENTE_*` environment variables (both resolved by clap),
+//! then an optional TOML file (`--config`), then defaults. Everything is checked before the
+//! replica starts, so a bad setting is one clear message and a non-zero exit.
+
+use crate::leader::RoundSettings;
+use crate::replica::{self, ReplicaSettings};
+use entente_protocol::bus::{Bus, BusConfig, TlsConfig};
+use entente_protocol::{ClusterStatus, MembershipChange, MembershipReply, NodeId, StatusRequest};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to reach NATS, shared by every subcommand.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, env = "ENTENTE_NATS")]
+    pub nats: Option<String>,
+    /// Subject prefix of this deployment.
+    #[arg(long, env = "ENTENTE_PREFIX")]
+    pub prefix: Option<String>,
+    /// NATS credentials file.
+    #[arg(long, env = "ENTENTE_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    #[arg(long, env = "ENTENTE_NATS_USER")]
+    pub nats_user: Option<String>,
+    #[arg(long, env = "ENTENTE_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// Require TLS to NATS.
+    #[arg(long, env = "ENTENTE_NATS_TLS")]
+    pub nats_tls: bool,
+    /// PEM root certificates for NATS TLS.
+    #[arg(long, env = "ENTENTE_NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    fn bus_config(&self, file: &FileSettings, name: String) -> BusConfig {
+        let defaults = BusConfig::default();
+        BusConfig {
+            url: self.nats.clone().or(file.nats_url.clone()).unwrap_or(defaults.url),
+            prefix: self.prefix.clone().or(file.prefix.clone()).unwrap_or(defaults.prefix),
+            name,
+            credentials_file: self.nats_creds.clone(),
+            user: self.nats_user.clone(),
+            password: self.nats_password.clone(),
+            tls: TlsConfig { require: self.nats_tls, ca_file: self.nats_ca.clone(), ..Default::default() },
+            ..defaults
+        }
+    }
+}
+
+/// `entente-arbiter run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// TOML file with any of: node_id, peers, data_dir, nats_url, prefix, round_ms.
+    #[arg(long, env = "ENTENTE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This replica's Raft node id (a positive integer, unique in the cluster).
+    #[arg(long, env = "ENTENTE_NODE_ID")]
+    pub node_id: Option<NodeId>,
+    /// The node ids of the initial cluster, comma-separated (e.g. 1,2,3).
+    #[arg(long, env = "ENTENTE_PEERS", value_delimiter = ',')]
+    pub peers: Option<Vec<NodeId>>,
+    /// Where this replica keeps its Raft log and snapshots.
+    #[arg(long, env = "ENTENTE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Round period in milliseconds (100 or more).
+    #[arg(long, env = "ENTENTE_ROUND_MS")]
+    pub round_ms: Option<u64>,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+/// Settings a TOML file may hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    pub node_id: Option<NodeId>,
+    pub peers: Option<Vec<NodeId>>,
+    pub data_dir: Option<PathBuf>,
+    pub nats_url: Option<String>,
+    pub prefix: Option<String>,
+    pub round_ms: Option<u64>,
+}
+
+fn load(path: Option<&PathBuf>) -> Result<FileSettings, String> {
+    let Some(path) = path else { return Ok(FileSettings::default()) };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+impl RunArgs {
+    /// Resolves and checks every setting.
+    pub fn settings(&self) -> Result<ReplicaSettings, String> {
+        let file = load(self.config.as_ref())?;
+        let node_id = self.node_id.or(file.node_id).ok_or("--node-id is required")?;
+        if node_id == 0 {
+            return Err("--node-id must be a positive integer".into());
+        }
+        let peers = self.peers.clone().or(file.peers.clone()).unwrap_or_else(|| vec![node_id]);
+        if !peers.contains(&node_id) {
+            return Err(format!("--peers {peers:?} must include this node ({node_id})"));
+        }
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(file.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(format!("./arbiter-{node_id}")));
+        let round_ms = self.round_ms.or(file.round_ms).unwrap_or(1000);
+        if round_ms < 100 {
+            return Err(format!("--round-ms {round_ms} is below the 100 ms minimum"));
+        }
+        let mut bus = self.nats.bus_config(&file, format!("entente-arbiter-{node_id}"));
+        bus.retry_initial_connect = true;
+        Ok(ReplicaSettings {
+            node_id,
+            peers,
+            data_dir,
+            bus,
+            rounds: RoundSettings::for_interval(Duration::from_millis(round_ms)),
+            raft: Default::default(),
+        })
+    }
+}
+
+/// `entente-arbiter status`.
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// List every workload with its allocation, lease and balance.
+    #[arg(long)]
+    pub workloads: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+/// `entente-arbiter members`.
+#[derive(clap::Args, Debug)]
+pub struct MembersArgs {
+    /// Node ids to add (they join as learners, catch up, then vote).
+    #[arg(long, value_delimiter = ',')]
+    pub add: Vec<NodeId>,
+    /// Node ids to remove.
+    #[arg(long, value_delimiter = ',')]
+    pub remove: Vec<NodeId>,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+async fn connect(nats: &NatsArgs, name: &str) -> Result<Bus, String> {
+    let config = nats.bus_config(&FileSettings::default(), name.into());
+    Bus::connect(&config).await.map_err(|e| e.to_string())
+}
+
+/// Runs one replica until SIGINT or SIGTERM.
+pub async fn run(args: RunArgs) -> Result<(), String> {
+    let settings = args.settings()?;
+    tracing::info!(node = settings.node_id, peers = ?settings.peers, data_dir = %settings.data_dir.display(), "entente-arbiter starting");
+    replica::run(settings, shutdown_signal()).await.map_err(|e| e.to_string())
+}
+
+/// Asks any replica for the cluster's status and prints it.
+pub async fn status(args: StatusArgs) -> Result<(), String> {
+    let bus = connect(&args.nats, "entente-arbiter-status").await?;
+    let status: ClusterStatus = bus
+        .request(bus.subjects().status(), &StatusRequest { workloads: args.workloads }, None)
+        .await
+        .map_err(|e| format!("no arbiter answered: {e}"))?;
+    if args.json {
+        println!("{}", status_json(&status));
+    } else {
+        print!("{}", status_table(&status));
+    }
+    Ok(())
+}
+
+/// Asks the leader to change the membership.
+pub async fn members(args: MembersArgs) -> Result<(), String> {
+    let bus = connect(&args.nats, "entente-arbiter-members").await?;
+    let change = MembershipChange { add: args.add, remove: args.remove };
+    let reply: MembershipReply = bus
+        .request(bus.subjects().members(), &change, Some(Duration::from_secs(60)))
+        .await
+        .map_err(|e| format!("no leader answered: {e}"))?;
+    match reply {
+        MembershipReply::Changed { members } => {
+            println!("members: {members:?}");
+            Ok(())
+        }
+        MembershipReply::Refused { reason } => Err(format!("refused: {reason}")),
+    }
+}
+
+/// The status as one JSON object.
+pub fn status_json(status: &ClusterStatus) -> serde_json::Value {
+    serde_json::json!({
+        "node": status.node,
+        "leader": status.leader,
+        "term": status.term,
+        "members": status.members,
+        "last_round": status.last_round,
+        "last_applied_index": status.last_applied_index,
+        "hosts_total": status.hosts_total,
+        "workloads_total": status.workloads_total,
+        "hosts": status.hosts.iter().map(|h| serde_json::json!({
+            "host": h.host.as_str(),
+            "capacity": h.capacity.as_array(),
+            "backend": h.backend,
+            "workloads": h.workload_count,
+            "last_decided_round": h.last_decided_round,
+            "allocations": h.workloads.iter().map(|w| serde_json::json!({
+                "workload": w.workload.as_str(),
+                "allocation": {"cpu": w.allocation.cpu, "memory": w.allocation.memory, "disk_bw": w.allocation.disk_bw, "net_bw": w.allocation.net_bw},
+                "bundle": w.bundle,
+                "balance": w.balance,
+                "budget": w.budget,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The status as a human-readable table.
+pub fn status_table(status: &ClusterStatus) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let leader = status.leader.map_or("none".to_string(), |l| l.to_string());
+    let _ = writeln!(
+        out,
+        "leader {leader}  term {}  members {:?}  last round {}  (answered by node {})",
+        status.term, status.members, status.last_round, status.node
+    );
+    let _ = writeln!(out, "{} hosts, {} workloads", status.hosts_total, status.workloads_total);
+    for h in &status.hosts {
+        let _ = writeln!(
+            out,
+            "\n{}  [{}]  capacity {}  last decided round {}",
+            h.host,
+            h.backend,
+            h.capacity,
+            h.last_decided_round.map_or("-".into(), |r| r.to_string())
+        );
+        for w in &h.workloads {
+            let _ = writeln!(
+                out,
+                "  {:<20} {:<16} p{:<3} cpu {:>6}m  mem {:>6} MiB  bundle {:<12} balance {:.1}/{:.0}",
+                w.workload.as_str(),
+                format!("{:?}", w.class),
+                w.priority,
+                w.allocation.cpu,
+                w.allocation.memory >> 20,
+                w.bundle.as_deref().unwrap_or("-"),
+                w.balance,
+                w.budget
+            );
+        }
+    }
+    out
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn run_settings_are_checked() {
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap().run.settings();
+        let ok = parse(&["--node-id", "2", "--peers", "1,2,3", "--data-dir", "/tmp/a2", "--round-ms", "500"]).unwrap();
+        assert_eq!((ok.node_id, ok.peers.clone()), (2, vec![1, 2, 3]));
+        assert_eq!(ok.rounds.interval, Duration::from_millis(500));
+        assert!(parse(&[]).unwrap_err().contains("--node-id is required"));
+        assert!(parse(&["--node-id", "4", "--peers", "1,2,3"]).unwrap_err().contains("must include this node"));
+        assert!(parse(&["--node-id", "1", "--round-ms", "10"]).unwrap_err().contains("100 ms"));
+    }
+}

@@ -1,0 +1,165 @@
+//! One arbiter replica, running: Raft over NATS with the ledger as its state, the status
+//! endpoint every replica answers, and the leader's duties whenever it leads.
+//!
+//! Bootstrap is idempotent: every replica is started with the same peer list and asks to
+//! initialize the cluster with it; openraft accepts that on a fresh cluster (all proposing the
+//! same membership) and refuses it, harmlessly, once the cluster exists. A replica restarted
+//! from its data directory rejoins from what it has on disk and catches up from the leader.
+
+use crate::leader::{self, RoundSettings};
+use crate::ledger::{Command, Ledger, Response};
+use crate::raft::{start_node, LogId, NodeConfig, NodeId, RaftNode, ReplicatedState};
+use entente_protocol::bus::{Bus, BusConfig, BusError};
+use entente_protocol::{ClusterStatus, HostStatus, StatusRequest, WorkloadStatus};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+impl ReplicatedState for Ledger {
+    type Command = Command;
+    type Response = Response;
+
+    fn apply(&mut self, command: &Command, log_id: &LogId) -> Response {
+        Ledger::apply(self, command, log_id.leader_id.term, log_id.index)
+    }
+}
+
+impl Default for Response {
+    /// What blank and membership entries answer: nothing to report.
+    fn default() -> Self {
+        Response::Accepted
+    }
+}
+
+/// How to run a replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaSettings {
+    pub node_id: NodeId,
+    /// Every voter of the initial cluster (this replica included).
+    pub peers: Vec<NodeId>,
+    pub data_dir: PathBuf,
+    pub bus: BusConfig,
+    pub rounds: RoundSettings,
+    pub raft: NodeConfig,
+}
+
+/// Why a replica stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Raft(#[from] crate::raft::RaftNodeError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Runs the replica until `shutdown` completes.
+pub async fn run(settings: ReplicaSettings, shutdown: impl Future<Output = ()>) -> Result<(), ReplicaError> {
+    if !settings.peers.contains(&settings.node_id) {
+        return Err(ReplicaError::Config(format!(
+            "node {} is not among the peers {:?}",
+            settings.node_id, settings.peers
+        )));
+    }
+    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+        ReplicaError::Config(format!("cannot create data directory {}: {e}", settings.data_dir.display()))
+    })?;
+    let bus = Bus::connect(&settings.bus).await?;
+    let node = Arc::new(start_node::<Ledger>(settings.node_id, &settings.data_dir, &bus, settings.raft.clone()).await?);
+    match node.initialize_if_needed(&settings.peers).await {
+        Ok(true) => tracing::info!(peers = ?settings.peers, "initialized a new cluster"),
+        Ok(false) => tracing::info!("joined the existing cluster"),
+        Err(e) => tracing::warn!(error = %e, "cluster initialization failed; waiting for the others"),
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let status = tokio::spawn(serve_status(node.clone(), bus.clone(), stop_rx.clone()));
+    let duties = tokio::spawn(leader::run(node.clone(), bus.clone(), settings.rounds.clone(), stop_rx));
+    shutdown.await;
+    tracing::info!(node = settings.node_id, "shutting down");
+    let _ = stop_tx.send(true);
+    let _ = duties.await;
+    let _ = status.await;
+    match Arc::try_unwrap(node) {
+        Ok(node) => node.shutdown().await?,
+        Err(_) => tracing::warn!("raft still referenced at shutdown; leaving it to the runtime"),
+    }
+    let _ = bus.flush().await;
+    Ok(())
+}
+
+/// Answers status requests with this replica's view, until told to stop.
+async fn serve_status(node: Arc<RaftNode<Ledger>>, bus: Bus, mut stop: watch::Receiver<bool>) {
+    let mut requests = match bus.queue_subscribe::<StatusRequest>(bus.subjects().status(), "arbiter-status".into()).await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve status");
+            return;
+        }
+    };
+    loop {
+        let received = tokio::select! {
+            _ = stop.changed() => return,
+            r = requests.next() => match r { Some(r) => r, None => return },
+        };
+        let Some(reply) = received.reply else { continue };
+        let workloads = received.message.map(|r| r.workloads).unwrap_or(false);
+        let status = cluster_status(&node, workloads);
+        if let Err(e) = bus.reply(reply, &status).await {
+            tracing::warn!(error = %e, "cannot answer a status request");
+        }
+    }
+}
+
+/// This replica's view of the cluster.
+pub fn cluster_status(node: &RaftNode<Ledger>, with_workloads: bool) -> ClusterStatus {
+    let metrics = node.raft().metrics().borrow().clone();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    node.read_state(|ledger| ClusterStatus {
+        node: node.id(),
+        leader: metrics.current_leader,
+        term: metrics.current_term,
+        members: metrics.membership_config.membership().voter_ids().collect(),
+        last_round: ledger.last_round,
+        last_applied_index: metrics.last_applied.map(|l| l.index),
+        hosts_total: ledger.hosts.len() as u32,
+        workloads_total: ledger.workload_count() as u32,
+        hosts: ledger
+            .hosts
+            .iter()
+            .take(entente_protocol::messages::status::MAX_STATUS_HOSTS)
+            .map(|(id, h)| HostStatus {
+                host: id.clone(),
+                capacity: h.registration.capacity,
+                backend: h.registration.backend.clone(),
+                enforces: h.registration.enforces.clone(),
+                workload_count: h.workloads.len() as u32,
+                workloads: if with_workloads {
+                    h.workloads
+                        .iter()
+                        .map(|(wid, w)| WorkloadStatus {
+                            workload: wid.clone(),
+                            tenant: w.spec.tenant.clone(),
+                            class: w.spec.class,
+                            priority: w.spec.priority,
+                            guaranteed: w.spec.guaranteed,
+                            limit: w.spec.limit,
+                            allocation: w.allocation_at(now),
+                            lease_expires_unix_ms: w.lease_expires_unix_ms,
+                            bundle: w.bundle.clone(),
+                            balance: w.balance,
+                            budget: w.spec.budget,
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                last_decided_round: h.last_decision.as_ref().map(|d| d.round),
+            })
+            .collect(),
+    })
+}

@@ -24,6 +24,9 @@ pub use messages::registration::{
 };
 pub use messages::rejection::{RejectReason, Rejection};
 pub use messages::round::RoundAnnouncement;
+pub use messages::status::{
+    ClusterStatus, HostStatus, MembershipChange, MembershipReply, StatusRequest, WorkloadStatus,
+};
 pub use messages::telemetry::{CounterSource, Counters, Pressure, PsiSource, TelemetrySample, Usage};
 pub use resources::{Resource, ResourceError, ResourceVector, MAX_AMOUNT};
 pub use subjects::{RaftRpc, Subject, Subjects};

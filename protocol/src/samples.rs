@@ -174,3 +174,42 @@ pub fn rejection() -> Rejection {
 pub fn registration_reply() -> RegistrationReply {
     RegistrationReply::Refused { reason: "guarantee cpu=9000m exceeds the 7000m left on host-a".into() }
 }
+
+pub fn cluster_status() -> ClusterStatus {
+    let spec = workload_spec();
+    ClusterStatus {
+        node: 2,
+        leader: Some(1),
+        term: 3,
+        members: vec![1, 2, 3],
+        last_round: 42,
+        last_applied_index: Some(1_234),
+        hosts_total: 1,
+        workloads_total: 1,
+        hosts: vec![HostStatus {
+            host: host(),
+            capacity: host_registration().capacity,
+            backend: "cgroup-v2".into(),
+            enforces: host_registration().enforces,
+            workload_count: 1,
+            workloads: vec![WorkloadStatus {
+                workload: workload(),
+                tenant: spec.tenant.clone(),
+                class: spec.class,
+                priority: spec.priority,
+                guaranteed: spec.guaranteed,
+                limit: spec.limit,
+                allocation: decision().allocations[0].alloc,
+                lease_expires_unix_ms: decision().lease_expires_unix_ms,
+                bundle: Some("grow".into()),
+                balance: 850.5,
+                budget: spec.budget,
+            }],
+            last_decided_round: Some(42),
+        }],
+    }
+}
+
+pub fn membership_change() -> MembershipChange {
+    MembershipChange { add: vec![4], remove: vec![2] }
+}

@@ -16,6 +16,8 @@
 //! | `<p>.decisions.<host>` | [`Decision`](crate::Decision) | JetStream stream |
 //! | `<p>.rejections.<host>` | [`Rejection`](crate::Rejection) | publish |
 //! | `<p>.raft.<node>.<rpc>` | Raft RPCs between arbiter replicas | request/reply |
+//! | `<p>.arbiter.status` | [`StatusRequest`](crate::StatusRequest) → [`ClusterStatus`](crate::ClusterStatus) | request/reply |
+//! | `<p>.arbiter.members` | [`MembershipChange`](crate::MembershipChange) → [`MembershipReply`](crate::MembershipReply) | request/reply |
 
 use crate::ids::{validate_token, HostId, IdError, NodeId, WorkloadId};
 use std::fmt;
@@ -70,6 +72,8 @@ pub enum Subject {
     Decisions { host: HostId },
     Rejections { host: HostId },
     Raft { node: NodeId, rpc: RaftRpc },
+    Status,
+    Members,
 }
 
 /// Builds and parses the subjects of one deployment (one prefix).
@@ -144,6 +148,14 @@ impl Subjects {
     pub fn raft(&self, node: NodeId, rpc: RaftRpc) -> String {
         format!("{}.raft.{node}.{}", self.prefix, rpc.name())
     }
+    /// Cluster status requests, answered by any replica.
+    pub fn status(&self) -> String {
+        format!("{}.arbiter.status", self.prefix)
+    }
+    /// Membership changes, answered by the leader.
+    pub fn members(&self) -> String {
+        format!("{}.arbiter.members", self.prefix)
+    }
     /// Every Raft RPC addressed to `node`.
     pub fn raft_node_all(&self, node: NodeId) -> String {
         format!("{}.raft.{node}.*", self.prefix)
@@ -175,6 +187,8 @@ impl Subjects {
             ["telemetry", h, w] => Subject::Telemetry { host: host(h)?, workload: WorkloadId::new(*w).map_err(bad)? },
             ["forecast", h] => Subject::Forecast { host: host(h)? },
             ["round"] => Subject::Round,
+            ["arbiter", "status"] => Subject::Status,
+            ["arbiter", "members"] => Subject::Members,
             ["bids", h] => Subject::Bids { host: host(h)? },
             ["decisions", h] => Subject::Decisions { host: host(h)? },
             ["rejections", h] => Subject::Rejections { host: host(h)? },
@@ -217,6 +231,8 @@ mod tests {
             (s.decisions(&h), Subject::Decisions { host: h.clone() }),
             (s.rejections(&h), Subject::Rejections { host: h.clone() }),
             (s.raft(3, RaftRpc::Vote), Subject::Raft { node: 3, rpc: RaftRpc::Vote }),
+            (s.status(), Subject::Status),
+            (s.members(), Subject::Members),
         ];
         for (subject, expected) in cases {
             assert!(subject.starts_with("acme.prod."), "{subject}");

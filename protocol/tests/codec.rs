@@ -53,6 +53,17 @@ fn every_message_round_trips() {
     round_trip(samples::bid());
     round_trip(samples::decision());
     round_trip(samples::rejection());
+    round_trip(StatusRequest { workloads: true });
+    round_trip(samples::cluster_status());
+    round_trip(samples::membership_change());
+    round_trip(MembershipReply::Changed { members: vec![1, 3, 4] });
+    round_trip(MembershipReply::Refused { reason: "not the leader".into() });
+}
+
+#[test]
+fn membership_changes_must_say_something_consistent() {
+    assert!(encode(&MembershipChange { add: vec![], remove: vec![] }).is_err());
+    assert!(encode(&MembershipChange { add: vec![2], remove: vec![2] }).is_err());
 }
 
 #[test]

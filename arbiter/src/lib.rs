@@ -2,3 +2,4 @@
 //! `entente-arbiter` command share.
 
 pub mod clearing;
+pub mod raft;

@@ -20,7 +20,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 pub use log_store::{LogStore, LogStoreOptions};
-pub use network::{serve, NatsNetwork, NatsNetworkFactory, RaftServer, RpcReply};
+pub use network::{serve, NatsNetwork, NatsNetworkFactory, RaftServer, RpcCounts, RpcReply, RpcStats};
 pub use node::{member_node, start_node, NodeConfig, RaftNode, RaftNodeError, WriteError};
 pub use state_machine::{Applied, SharedState, StateMachineStore};
 

@@ -30,6 +30,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Room left in every message for what is not the RPC itself (NATS protocol line, reply
@@ -61,6 +63,53 @@ struct SnapshotChunk {
     data: Vec<u8>,
 }
 
+/// Counters of what the transport did, shared by a replica's clients and its endpoint: the
+/// figures an operator (and a test) needs to see that limits are being hit.
+#[derive(Debug, Default)]
+pub struct RpcStats {
+    requests: AtomicU64,
+    timeouts: AtomicU64,
+    unreachable: AtomicU64,
+    append_too_large: AtomicU64,
+    snapshot_requests: AtomicU64,
+    malformed_received: AtomicU64,
+}
+
+/// A reading of [`RpcStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RpcCounts {
+    /// Requests sent to other replicas.
+    pub requests: u64,
+    /// Requests that got no reply within their TTL.
+    pub timeouts: u64,
+    /// Requests nobody answered, or answered with something unusable.
+    pub unreachable: u64,
+    /// AppendEntries batches refused locally as too large for one message.
+    pub append_too_large: u64,
+    /// InstallSnapshot requests sent (more than openraft's chunks when chunks are split).
+    pub snapshot_requests: u64,
+    /// Malformed requests this replica received and refused.
+    pub malformed_received: u64,
+}
+
+impl RpcStats {
+    pub fn counts(&self) -> RpcCounts {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RpcCounts {
+            requests: read(&self.requests),
+            timeouts: read(&self.timeouts),
+            unreachable: read(&self.unreachable),
+            append_too_large: read(&self.append_too_large),
+            snapshot_requests: read(&self.snapshot_requests),
+            malformed_received: read(&self.malformed_received),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
 /// The largest RPC payload that may be sent through `client`, given an optional lower cap.
 pub fn rpc_payload_limit(client: &async_nats::Client, cap: Option<usize>) -> usize {
     let server = match client.server_info().max_payload {
@@ -77,13 +126,31 @@ pub struct NatsNetworkFactory<S> {
     subjects: Subjects,
     self_id: NodeId,
     max_rpc_bytes: Option<usize>,
+    stats: Arc<RpcStats>,
     state: PhantomData<fn() -> S>,
 }
 
 impl<S> NatsNetworkFactory<S> {
     /// RPC clients for replica `self_id` over `client`.
     pub fn new(client: async_nats::Client, subjects: Subjects, self_id: NodeId) -> Self {
-        NatsNetworkFactory { client, subjects, self_id, max_rpc_bytes: None, state: PhantomData }
+        NatsNetworkFactory {
+            client,
+            subjects,
+            self_id,
+            max_rpc_bytes: None,
+            stats: Arc::default(),
+            state: PhantomData,
+        }
+    }
+
+    /// Counts into `stats` instead of counters of its own.
+    pub fn with_stats(mut self, stats: Arc<RpcStats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    pub fn stats(&self) -> Arc<RpcStats> {
+        self.stats.clone()
     }
 
     /// Caps RPC payloads below the server's `max_payload` (tests use it to force splitting).
@@ -103,6 +170,7 @@ impl<S: ReplicatedState> RaftNetworkFactory<TypeConfig<S>> for NatsNetworkFactor
             self_id: self.self_id,
             target,
             max_rpc_bytes: self.max_rpc_bytes,
+            stats: self.stats.clone(),
             state: PhantomData,
         }
     }
@@ -115,6 +183,7 @@ pub struct NatsNetwork<S> {
     self_id: NodeId,
     target: NodeId,
     max_rpc_bytes: Option<usize>,
+    stats: Arc<RpcStats>,
     state: PhantomData<fn() -> S>,
 }
 
@@ -138,10 +207,18 @@ impl<S> NatsNetwork<S> {
     {
         let subject = self.subjects.raft(self.target, rpc);
         let request = async_nats::Request::new().payload(payload.into()).timeout(Some(ttl));
+        bump(&self.stats.requests);
         let reply = match self.client.send_request(subject.clone(), request).await {
             Ok(reply) => reply,
             Err(e) => {
                 use async_nats::RequestErrorKind;
+                match e.kind() {
+                    RequestErrorKind::TimedOut => bump(&self.stats.timeouts),
+                    RequestErrorKind::NoResponders | RequestErrorKind::MaxPayloadExceeded => {
+                        bump(&self.stats.unreachable)
+                    }
+                    _ => {}
+                }
                 return Err(match e.kind() {
                     RequestErrorKind::TimedOut => RPCError::Timeout(Timeout {
                         action,
@@ -165,10 +242,12 @@ impl<S> NatsNetwork<S> {
             Ok(RpcReply::Ok(response)) => Ok(response),
             Ok(RpcReply::Raft(error)) => Err(RPCError::RemoteError(RemoteError::new(self.target, error))),
             Ok(RpcReply::BadRequest(reason)) => {
+                bump(&self.stats.unreachable);
                 tracing::error!(target = self.target, %subject, %reason, "a replica refused a raft request as malformed");
                 Err(unreachable_because(format!("replica {} refused the request: {reason}", self.target)))
             }
             Err(e) => {
+                bump(&self.stats.unreachable);
                 tracing::error!(target = self.target, %subject, error = %e, "undecodable raft reply");
                 Err(unreachable_because(format!("undecodable reply from replica {}: {e}", self.target)))
             }
@@ -196,6 +275,7 @@ impl<S: ReplicatedState> RaftNetwork<TypeConfig<S>> for NatsNetwork<S> {
                 let fit = (entries as u128 * limit as u128 / payload.len() as u128) as u64;
                 let hint = (fit - fit / 10).clamp(1, entries - 1);
                 tracing::debug!(target = self.target, bytes = payload.len(), limit, entries, hint, "append batch too large");
+                bump(&self.stats.append_too_large);
                 return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
             }
             tracing::error!(
@@ -235,6 +315,7 @@ impl<S: ReplicatedState> RaftNetwork<TypeConfig<S>> for NatsNetwork<S> {
             chunk.done = done && last;
             chunk.data = data[start..end].to_vec();
             let payload = encode(&chunk)?;
+            bump(&self.stats.snapshot_requests);
             let response: InstallSnapshotResponse<NodeId> =
                 self.call(RaftRpc::Snapshot, RPCTypes::InstallSnapshot, payload, option.hard_ttl()).await?;
             // A higher vote means this leader is deposed: stop sending, openraft reads the vote.
@@ -258,6 +339,7 @@ pub struct RaftServer<S: ReplicatedState> {
     subjects: Subjects,
     node_id: NodeId,
     subscriber: async_nats::Subscriber,
+    stats: Arc<RpcStats>,
 }
 
 impl<S: ReplicatedState> RaftServer<S> {
@@ -273,7 +355,13 @@ impl<S: ReplicatedState> RaftServer<S> {
         let subscriber =
             client.subscribe(subject.clone()).await.map_err(|e| format!("cannot subscribe to {subject}: {e}"))?;
         client.flush().await.map_err(|e| format!("cannot flush the subscription to {subject}: {e}"))?;
-        Ok(RaftServer { raft, client, subjects, node_id, subscriber })
+        Ok(RaftServer { raft, client, subjects, node_id, subscriber, stats: Arc::default() })
+    }
+
+    /// Counts into `stats` (usually the replica's client counters) instead of counters of its own.
+    pub fn with_stats(mut self, stats: Arc<RpcStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// Answers RPCs until `shutdown` completes or the subscription ends. Each request is handled
@@ -288,7 +376,8 @@ impl<S: ReplicatedState> RaftServer<S> {
                         let raft = self.raft.clone();
                         let client = self.client.clone();
                         let rpc = self.rpc_of(&message.subject);
-                        tokio::spawn(async move { handle(raft, client, rpc, message).await });
+                        let stats = self.stats.clone();
+                        tokio::spawn(async move { handle(raft, client, rpc, message, &stats).await });
                     }
                     None => {
                         tracing::warn!(node = self.node_id, "raft RPC subscription ended");
@@ -326,6 +415,7 @@ async fn handle<S: ReplicatedState>(
     client: async_nats::Client,
     rpc: Option<RaftRpc>,
     message: async_nats::Message,
+    stats: &RpcStats,
 ) {
     let Some(reply_to) = message.reply.clone() else {
         tracing::warn!(subject = %message.subject, "raft RPC without a reply subject; ignored");
@@ -334,11 +424,11 @@ async fn handle<S: ReplicatedState>(
     let encoded = match rpc {
         Some(RaftRpc::Append) => match rmp_serde::from_slice::<AppendEntriesRequest<TypeConfig<S>>>(&message.payload) {
             Ok(request) => encode_reply(raft.append_entries(request).await),
-            Err(e) => bad_request(&message.subject, e),
+            Err(e) => bad_request(stats, &message.subject, e),
         },
         Some(RaftRpc::Vote) => match rmp_serde::from_slice::<VoteRequest<NodeId>>(&message.payload) {
             Ok(request) => encode_reply(raft.vote(request).await),
-            Err(e) => bad_request(&message.subject, e),
+            Err(e) => bad_request(stats, &message.subject, e),
         },
         Some(RaftRpc::Snapshot) => match rmp_serde::from_slice::<SnapshotChunk>(&message.payload) {
             Ok(chunk) => {
@@ -351,9 +441,9 @@ async fn handle<S: ReplicatedState>(
                 };
                 encode_reply(raft.install_snapshot(request).await)
             }
-            Err(e) => bad_request(&message.subject, e),
+            Err(e) => bad_request(stats, &message.subject, e),
         },
-        None => bad_request(&message.subject, "not a raft RPC subject"),
+        None => bad_request(stats, &message.subject, "not a raft RPC subject"),
     };
     let payload = match encoded {
         Ok(payload) => payload,
@@ -375,7 +465,12 @@ fn encode_reply<T: Serialize, E: Serialize>(result: Result<T, E>) -> Result<Vec<
     rmp_serde::to_vec_named(&reply)
 }
 
-fn bad_request(subject: &str, reason: impl std::fmt::Display) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+fn bad_request(
+    stats: &RpcStats,
+    subject: &str,
+    reason: impl std::fmt::Display,
+) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    bump(&stats.malformed_received);
     tracing::warn!(%subject, %reason, "malformed raft request");
     rmp_serde::to_vec_named(&RpcReply::<(), ()>::BadRequest(format!("malformed request on {subject}: {reason}")))
 }

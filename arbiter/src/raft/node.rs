@@ -3,7 +3,7 @@
 //! applied state and shut everything down.
 
 use super::log_store::{LogStore, LogStoreOptions};
-use super::network::{rpc_payload_limit, NatsNetworkFactory, RaftServer};
+use super::network::{rpc_payload_limit, NatsNetworkFactory, RaftServer, RpcCounts, RpcStats};
 use super::state_machine::{SharedState, StateMachineStore};
 use super::{ArbiterRaft, NodeId, ReplicatedState, TypeConfig};
 use entente_protocol::bus::Bus;
@@ -97,6 +97,7 @@ pub struct RaftNode<S: ReplicatedState> {
     subjects: Subjects,
     client: async_nats::Client,
     max_rpc_bytes: Option<usize>,
+    stats: Arc<RpcStats>,
     stop_server: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -131,11 +132,13 @@ pub async fn start_node<S: ReplicatedState>(
     let shared = state_machine.shared();
     let client = bus.client().clone();
     let subjects = bus.subjects().clone();
+    let stats = Arc::new(RpcStats::default());
     let network = NatsNetworkFactory::<S>::new(client.clone(), subjects.clone(), node_id)
-        .with_max_rpc_bytes(config.max_rpc_bytes);
+        .with_max_rpc_bytes(config.max_rpc_bytes)
+        .with_stats(stats.clone());
     let raft = openraft::Raft::new(node_id, raft_config, network, log, state_machine).await?;
     let server = match RaftServer::bind(raft.clone(), client.clone(), subjects.clone(), node_id).await {
-        Ok(server) => server,
+        Ok(server) => server.with_stats(stats.clone()),
         Err(e) => {
             let _ = raft.shutdown().await;
             return Err(RaftNodeError::Endpoint(e));
@@ -153,6 +156,7 @@ pub async fn start_node<S: ReplicatedState>(
         subjects,
         client,
         max_rpc_bytes: config.max_rpc_bytes,
+        stats,
         stop_server: Some(stop_server),
         server: Some(server),
     })
@@ -182,6 +186,11 @@ impl<S: ReplicatedState> RaftNode<S> {
     /// Reads the applied state without copying it.
     pub fn read_state<R>(&self, read: impl FnOnce(&S) -> R) -> R {
         read(&self.shared.read().state)
+    }
+
+    /// What the Raft transport of this replica has done so far.
+    pub fn rpc_counts(&self) -> RpcCounts {
+        self.stats.counts()
     }
 
     /// The leader as this replica last heard.

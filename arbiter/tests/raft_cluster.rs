@@ -76,7 +76,7 @@ async fn wait_for_keys(node: &RaftNode<Kv>, keys: usize) {
     assert!(reached.is_some(), "replica {} has {} of {keys} keys", node.id(), node.read_state(|s| s.map.len()));
 }
 
-fn find<'a>(nodes: &'a [Option<RaftNode<Kv>>], id: NodeId) -> &'a RaftNode<Kv> {
+fn find(nodes: &[Option<RaftNode<Kv>>], id: NodeId) -> &RaftNode<Kv> {
     nodes.iter().flatten().find(|n| n.id() == id).expect("running replica")
 }
 
@@ -141,7 +141,9 @@ async fn replicates_fails_over_and_catches_up() {
     assert!(!restarted.initialize_if_needed(&[1, 2, 3]).await.expect("initialize after restart"));
     wait_for_keys(restarted, 60).await;
     let reference = find(&nodes, new_leader).state();
-    eventually(WAIT, async || (restarted.state() == reference).then_some(())).await.expect("restarted replica converges");
+    eventually(WAIT, async || (restarted.state() == reference).then_some(()))
+        .await
+        .expect("restarted replica converges");
     let applied = &reference.applied;
     assert!(applied.windows(2).all(|w| w[0] < w[1]), "commands applied out of order or twice: {applied:?}");
     let counts = find(&nodes, new_leader).rpc_counts();

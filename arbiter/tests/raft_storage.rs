@@ -54,7 +54,10 @@ fn log_id(term: u64, index: u64) -> LogId<NodeId> {
 }
 
 fn set_entry(term: u64, index: u64) -> Entry<C> {
-    Entry { log_id: log_id(term, index), payload: EntryPayload::Normal(Set { key: format!("k{index}"), value: format!("v{index}") }) }
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Normal(Set { key: format!("k{index}"), value: format!("v{index}") }),
+    }
 }
 
 fn open_log(dir: &Path) -> LogStore<C> {

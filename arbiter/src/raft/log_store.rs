@@ -23,10 +23,7 @@
 //! Reads never touch the disk: an in-memory index (a `BTreeMap` by log index) mirrors the file.
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{
-    LogId, OptionalSend, RaftLogId, RaftLogReader, RaftTypeConfig, StorageError,
-    StorageIOError, Vote,
-};
+use openraft::{LogId, OptionalSend, RaftLogId, RaftLogReader, RaftTypeConfig, StorageError, StorageIOError, Vote};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -240,7 +237,10 @@ where
             Self::create_empty(&path, dir)?;
             let file = OpenOptions::new().append(true).open(&path)?;
             let len = MAGIC.len() as u64;
-            return Ok(Self::assemble(LogIndex::new(), LogFile { dir: dir.to_owned(), file, len, compacted_len: len, options }));
+            return Ok(Self::assemble(
+                LogIndex::new(),
+                LogFile { dir: dir.to_owned(), file, len, compacted_len: len, options },
+            ));
         }
         if &bytes[..MAGIC.len()] != MAGIC {
             return Err(io::Error::new(
@@ -325,9 +325,7 @@ where
                 log.file.sync_data()?;
             }
             let compact = match check {
-                CompactCheck::Growth => {
-                    log.len > log.options.compact_bytes && log.len > 2 * log.compacted_len
-                }
+                CompactCheck::Growth => log.len > log.options.compact_bytes && log.len > 2 * log.compacted_len,
                 CompactCheck::AfterPurge => log.len > log.options.compact_after_purge_bytes,
             };
             if compact {
@@ -444,7 +442,9 @@ where
         lock(&self.index)?.vote = Some(vote.clone());
         // A vote must survive a crash before it is granted, or a replica could vote twice in
         // one term: `save_vote` returns only after the fsync.
-        self.write(framed, Durability::Sync, CompactCheck::Growth).await.map_err(|e| StorageIOError::write_vote(&e).into())
+        self.write(framed, Durability::Sync, CompactCheck::Growth)
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<C::NodeId>>, StorageError<C::NodeId>> {
@@ -452,9 +452,12 @@ where
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<C::NodeId>>) -> Result<(), StorageError<C::NodeId>> {
-        let framed = encode_record::<C>(&RecordRef::Committed(&committed)).map_err(|e| StorageIOError::write_logs(&e))?;
+        let framed =
+            encode_record::<C>(&RecordRef::Committed(&committed)).map_err(|e| StorageIOError::write_logs(&e))?;
         lock(&self.index)?.committed = committed;
-        self.write(framed, Durability::Lazy, CompactCheck::Growth).await.map_err(|e| StorageIOError::write_logs(&e).into())
+        self.write(framed, Durability::Lazy, CompactCheck::Growth)
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<C::NodeId>>, StorageError<C::NodeId>> {

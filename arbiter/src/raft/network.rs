@@ -133,14 +133,7 @@ pub struct NatsNetworkFactory<S> {
 impl<S> NatsNetworkFactory<S> {
     /// RPC clients for replica `self_id` over `client`.
     pub fn new(client: async_nats::Client, subjects: Subjects, self_id: NodeId) -> Self {
-        NatsNetworkFactory {
-            client,
-            subjects,
-            self_id,
-            max_rpc_bytes: None,
-            stats: Arc::default(),
-            state: PhantomData,
-        }
+        NatsNetworkFactory { client, subjects, self_id, max_rpc_bytes: None, stats: Arc::default(), state: PhantomData }
     }
 
     /// Counts into `stats` instead of counters of its own.
@@ -220,17 +213,12 @@ impl<S> NatsNetwork<S> {
                     _ => {}
                 }
                 return Err(match e.kind() {
-                    RequestErrorKind::TimedOut => RPCError::Timeout(Timeout {
-                        action,
-                        id: self.self_id,
-                        target: self.target,
-                        timeout: ttl,
-                    }),
+                    RequestErrorKind::TimedOut => {
+                        RPCError::Timeout(Timeout { action, id: self.self_id, target: self.target, timeout: ttl })
+                    }
                     // Nobody subscribes: the replica is down. Unreachable makes openraft back
                     // off before the next try.
-                    RequestErrorKind::NoResponders => {
-                        unreachable_because(format!("no replica answers on {subject}"))
-                    }
+                    RequestErrorKind::NoResponders => unreachable_because(format!("no replica answers on {subject}")),
                     RequestErrorKind::MaxPayloadExceeded => {
                         unreachable_because(format!("request on {subject} exceeds the server's max payload"))
                     }
@@ -274,7 +262,14 @@ impl<S: ReplicatedState> RaftNetwork<TypeConfig<S>> for NatsNetwork<S> {
                 // tenth for entries bigger than the average.
                 let fit = (entries as u128 * limit as u128 / payload.len() as u128) as u64;
                 let hint = (fit - fit / 10).clamp(1, entries - 1);
-                tracing::debug!(target = self.target, bytes = payload.len(), limit, entries, hint, "append batch too large");
+                tracing::debug!(
+                    target = self.target,
+                    bytes = payload.len(),
+                    limit,
+                    entries,
+                    hint,
+                    "append batch too large"
+                );
                 bump(&self.stats.append_too_large);
                 return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
             }
@@ -326,7 +321,11 @@ impl<S: ReplicatedState> RaftNetwork<TypeConfig<S>> for NatsNetwork<S> {
         }
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
         let payload = encode(&rpc)?;
         self.call(RaftRpc::Vote, RPCTypes::Vote, payload, option.hard_ttl()).await
     }

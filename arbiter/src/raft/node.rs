@@ -127,8 +127,7 @@ pub async fn start_node<S: ReplicatedState>(
     })
     .await
     .map_err(|e| RaftNodeError::Task(e.to_string()))?;
-    let (log, state_machine) =
-        opened.map_err(|source| RaftNodeError::Storage { dir: data_dir.to_owned(), source })?;
+    let (log, state_machine) = opened.map_err(|source| RaftNodeError::Storage { dir: data_dir.to_owned(), source })?;
     let shared = state_machine.shared();
     let client = bus.client().clone();
     let subjects = bus.subjects().clone();

@@ -111,11 +111,8 @@ fn lock_dir(snapshots: &Mutex<SnapshotDir>) -> io::Result<std::sync::MutexGuard<
 /// A file name made from a snapshot id. Ids of installed snapshots come from the leader, so only
 /// characters that are safe in a file name are kept.
 fn snapshot_file_name(id: &str) -> String {
-    let safe: String = id
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
-        .take(128)
-        .collect();
+    let safe: String =
+        id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).take(128).collect();
     format!("{SNAPSHOT_PREFIX}{safe}{SNAPSHOT_SUFFIX}")
 }
 
@@ -341,10 +338,7 @@ impl<S: ReplicatedState> RaftStateMachine<TypeConfig<S>> for StateMachineStore<S
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig<S>>>> {
-        let current = lock_dir(&self.snapshots)
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?
-            .current
-            .clone();
+        let current = lock_dir(&self.snapshots).map_err(|e| StorageIOError::read_snapshot(None, &e))?.current.clone();
         Ok(current.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
     }
 }

@@ -30,13 +30,21 @@ impl Default for NodeConfig {
         NodeConfig {
             raft: Config {
                 cluster_name: "entente-arbiter".into(),
+                // openraft also uses the heartbeat interval as the TTL of every AppendEntries,
+                // which includes the follower's fsync: not much lower than this.
                 heartbeat_interval: 250,
                 election_timeout_min: 1000,
                 election_timeout_max: 2000,
+                // Chunks that fit a default NATS message (1 MiB) in one request, and a TTL per
+                // chunk that a busy follower writing to disk can meet.
+                snapshot_max_chunk_size: 512 << 10,
+                install_snapshot_timeout: 2000,
                 // Snapshots are the whole ledger; taking one every few thousand entries keeps both
                 // the log and the cost of a snapshot modest.
                 snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
                 max_in_snapshot_log_to_keep: 1000,
+                // Must exceed the snapshot interval, or a snapshot cannot close the gap.
+                replication_lag_threshold: 10_000,
                 ..Config::default()
             },
             log: LogStoreOptions::default(),
@@ -217,7 +225,8 @@ impl<S: ReplicatedState> RaftNode<S> {
     /// on this replica (which must be the leader: see [`WriteError::forward_to_leader`]).
     pub async fn write(&self, command: S::Command) -> Result<S::Response, WriteError> {
         // A command that cannot travel in one AppendEntries would be committed by nobody and
-        // retried forever: refuse it here, where the proposer can still hear about it.
+        // retried forever: refuse it here, where the proposer can still hear about it. Half the
+        // RPC limit leaves room for the entry's framing and the request around it.
         let bytes = rmp_serde::to_vec_named(&command).map_err(|e| WriteError::Encode(e.to_string()))?.len();
         let limit = rpc_payload_limit(&self.client, self.max_rpc_bytes) / 2;
         if bytes > limit {

@@ -319,7 +319,15 @@ where
         let index = self.index.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             let mut log = file.lock().map_err(|_| io::Error::other("raft log file lock poisoned"))?;
-            log.file.write_all(&framed)?;
+            if let Err(e) = log.file.write_all(&framed) {
+                // Cut off whatever part of the record made it, so that a later record does not
+                // land behind garbage (which replay would rightly call corruption).
+                let valid = log.len;
+                if let Err(cut) = log.file.set_len(valid) {
+                    tracing::error!(error = %cut, "cannot cut a partly written raft log record");
+                }
+                return Err(e);
+            }
             log.len += framed.len() as u64;
             if durability == Durability::Sync {
                 log.file.sync_data()?;

@@ -8,7 +8,8 @@
 
 use crate::leader::{self, RoundSettings};
 use crate::ledger::{Command, Ledger, Response};
-use crate::raft::{start_node, LogId, NodeConfig, NodeId, RaftNode, ReplicatedState};
+use crate::raft::{start_node, NodeConfig, NodeId, RaftNode, ReplicatedState};
+use openraft::LogId;
 use entente_protocol::bus::{Bus, BusConfig, BusError};
 use entente_protocol::{ClusterStatus, HostStatus, StatusRequest, WorkloadStatus};
 use std::future::Future;
@@ -21,7 +22,7 @@ impl ReplicatedState for Ledger {
     type Command = Command;
     type Response = Response;
 
-    fn apply(&mut self, command: &Command, log_id: &LogId) -> Response {
+    fn apply(&mut self, command: &Command, log_id: &LogId<NodeId>) -> Response {
         Ledger::apply(self, command, log_id.leader_id.term, log_id.index)
     }
 }

@@ -125,7 +125,13 @@ impl Negotiator {
         let fresh = self.interval * FORECAST_FRESH_INTERVALS;
         match &self.forecast {
             Some((p, at)) if at.elapsed() <= fresh => p.clone(),
-            _ => Prediction { usage: self.fallback.predict(1), slowdown: 1.0, source: ForecastSource::Fallback },
+            _ => Prediction {
+                usage: self.fallback.predict(1),
+                // Measured stalls stand in for the predicted slowdown: a throttled workload's
+                // usage shows only what it was allowed, its stalls show what it lacks.
+                slowdown: self.last.as_ref().map_or(1.0, |s| strategy::slowdown_from_pressure(&s.pressure)),
+                source: ForecastSource::Fallback,
+            },
         }
     }
 

@@ -1,6 +1,7 @@
-//! The `entente-arbiter` command. Today it offers `solve`, which clears one auction instance
-//! read from a file (CATS or entente's JSON host format) and prints the result as JSON; the
-//! subcommand layout leaves room for `run` and `status`.
+//! The `entente-arbiter` command: `run` starts one replica of the arbiter cluster, `status`
+//! asks the cluster what it holds, `members` changes who belongs to it, and `solve` clears one
+//! auction instance read from a file (CATS or entente's JSON host format) and prints the result
+//! as JSON.
 //!
 //! Every failure is reported on stderr as one readable message with a non-zero exit, never as a
 //! panic: malformed input files are the common case when people try the tool by hand.
@@ -11,17 +12,27 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use entente_arbiter::clearing::{self, CatsInstance, ClearingOptions, SolveOptions};
+use entente_arbiter::commands;
 use serde_json::json;
 
 #[derive(Parser)]
 #[command(name = "entente-arbiter", version, about = "The entente arbiter")]
 struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "ENTENTE_LOG_JSON", global = true)]
+    log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run one replica of the arbiter cluster until SIGINT or SIGTERM.
+    Run(commands::RunArgs),
+    /// Print the cluster's leader, term, members, last round and hosts.
+    Status(commands::StatusArgs),
+    /// Add or remove replicas (replace one: --add NEW --remove OLD).
+    Members(commands::MembersArgs),
     /// Clear one auction instance from a file and print {"welfare", "optimal", "elapsed_ms", "winners"}.
     Solve(SolveArgs),
 }
@@ -48,8 +59,12 @@ enum InstanceFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.log_json);
     let result = match cli.command {
         Command::Solve(args) => solve(&args),
+        Command::Run(args) => block_on(commands::run(args)),
+        Command::Status(args) => block_on(commands::status(args)),
+        Command::Members(args) => block_on(commands::members(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -57,6 +72,25 @@ fn main() -> ExitCode {
             eprintln!("entente-arbiter: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn block_on(work: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?
+        .block_on(work)
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ENTENTE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }
 

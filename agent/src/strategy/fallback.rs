@@ -166,3 +166,44 @@ mod tests {
         }
     }
 }
+
+/// The slowdown the fallback assumes from pressure-stall figures: a workload whose tasks stall
+/// a share `s` of the time (PSI `some`, the worst of cpu, memory and io) progresses at most at
+/// `1 - s` of its unhindered speed, so its slowdown is at least `1 / (1 - s)`. Capped at 4, where
+/// the request margin stops growing anyway. Without figures there is no evidence of slowdown.
+pub fn slowdown_from_pressure(pressure: &entente_protocol::Pressure) -> f64 {
+    let stalled = [pressure.cpu_some, pressure.memory_some, pressure.io_some]
+        .into_iter()
+        .flatten()
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max)
+        .clamp(0.0, 75.0);
+    1.0 / (1.0 - stalled / 100.0)
+}
+
+#[cfg(test)]
+mod pressure_tests {
+    use super::*;
+    use entente_protocol::{Pressure, PsiSource};
+
+    fn pressure(cpu: Option<f64>, io: Option<f64>) -> Pressure {
+        Pressure {
+            source: PsiSource::Cgroup,
+            cpu_some: cpu,
+            cpu_full: None,
+            memory_some: Some(0.0),
+            memory_full: None,
+            io_some: io,
+            io_full: None,
+        }
+    }
+
+    #[test]
+    fn stalls_become_slowdown() {
+        assert_eq!(slowdown_from_pressure(&pressure(None, None)), 1.0);
+        assert!((slowdown_from_pressure(&pressure(Some(50.0), Some(10.0))) - 2.0).abs() < 1e-12);
+        assert!((slowdown_from_pressure(&pressure(Some(5.0), Some(20.0))) - 1.25).abs() < 1e-12);
+        assert_eq!(slowdown_from_pressure(&pressure(Some(99.0), None)), 4.0);
+        assert_eq!(slowdown_from_pressure(&pressure(Some(f64::NAN), None)), 1.0);
+    }
+}

@@ -8,5 +8,5 @@ pub mod fallback;
 pub mod slack;
 
 pub use bid::{make_bid, plan_bundles, BidInput, Prediction};
-pub use fallback::FallbackPredictor;
+pub use fallback::{slowdown_from_pressure, FallbackPredictor};
 pub use slack::slo_slack;

@@ -19,7 +19,7 @@ use crate::raft::{NodeId, RaftNode};
 use crate::rounds::{decision_for_host, BidBook, OpenRound};
 use entente_protocol::bus::{Bus, BusError, DecisionsStreamConfig, Received};
 use entente_protocol::{
-    Bid, HostRegistration, MembershipChange, MembershipReply, RegistrationReply, RejectReason, Rejection,
+    Bid, HostRegistration, MembershipChange, MembershipReply, QuotaChange, RegistrationReply, RejectReason, Rejection,
     RoundAnnouncement, RoundId, Subject, WorkloadSpec,
 };
 use std::collections::{BTreeMap, BTreeSet};
@@ -121,6 +121,7 @@ impl Leadership<'_> {
         let mut hosts = self.bus.subscribe::<HostRegistration>(s.register_host()).await?;
         let mut specs = self.bus.subscribe::<WorkloadSpec>(s.register_workload()).await?;
         let mut members = self.bus.subscribe::<MembershipChange>(s.members()).await?;
+        let mut quotas = self.bus.subscribe::<QuotaChange>(s.quotas()).await?;
         self.bus.ensure_decisions_stream(&self.settings.stream).await?;
         self.republish_last_decisions().await;
 
@@ -130,7 +131,7 @@ impl Leadership<'_> {
         loop {
             // Idle until the next round starts, still serving registrations and late bids.
             let wake = self
-                .serve_until(next_round_at, open, &mut stats, &mut bids, &mut hosts, &mut specs, &mut members, metrics, shutdown)
+                .serve_until(next_round_at, open, &mut stats, &mut bids, &mut hosts, &mut specs, &mut members, &mut quotas, metrics, shutdown)
                 .await;
             if matches!(wake, Wake::Stop) || !self.still_leading(metrics) {
                 return Ok(());
@@ -151,7 +152,7 @@ impl Leadership<'_> {
             self.bus.announce_round(&announcement).await?;
             next_round_at += self.settings.interval;
             let wake = self
-                .serve_until(Instant::now() + window, open, &mut stats, &mut bids, &mut hosts, &mut specs, &mut members, metrics, shutdown)
+                .serve_until(Instant::now() + window, open, &mut stats, &mut bids, &mut hosts, &mut specs, &mut members, &mut quotas, metrics, shutdown)
                 .await;
             if matches!(wake, Wake::Stop) || !self.still_leading(metrics) {
                 return Ok(());
@@ -176,6 +177,7 @@ impl Leadership<'_> {
         hosts: &mut entente_protocol::bus::Inbox<HostRegistration>,
         specs: &mut entente_protocol::bus::Inbox<WorkloadSpec>,
         members: &mut entente_protocol::bus::Inbox<MembershipChange>,
+        quotas: &mut entente_protocol::bus::Inbox<QuotaChange>,
         metrics: &mut watch::Receiver<openraft::RaftMetrics<NodeId, openraft::BasicNode>>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Wake {
@@ -201,6 +203,13 @@ impl Leadership<'_> {
                 Some(received) = specs.next() => {
                     let reply = match received.message {
                         Ok(spec) => self.admit(Command::RegisterWorkload { spec }).await,
+                        Err(e) => RegistrationReply::Refused { reason: e.to_string() },
+                    };
+                    self.answer(received.reply, &reply).await;
+                }
+                Some(received) = quotas.next() => {
+                    let reply = match received.message {
+                        Ok(q) => self.admit(Command::SetQuota { tenant: q.tenant, resource: q.resource, limit: q.limit }).await,
                         Err(e) => RegistrationReply::Refused { reason: e.to_string() },
                     };
                     self.answer(received.reply, &reply).await;

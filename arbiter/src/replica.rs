@@ -94,9 +94,14 @@ pub async fn run(settings: ReplicaSettings, shutdown: impl Future<Output = ()>) 
 
 /// Answers status requests with this replica's view, until told to stop.
 async fn serve_status(node: Arc<RaftNode<Ledger>>, bus: Bus, mut stop: watch::Receiver<bool>) {
-    let mut requests = match bus.queue_subscribe::<StatusRequest>(bus.subjects().status(), "arbiter-status".into()).await
-    {
-        Ok(r) => r,
+    let subjects = bus.subjects();
+    let subscribed = futures::future::try_join(
+        bus.queue_subscribe::<StatusRequest>(subjects.status(), "arbiter-status".into()),
+        bus.subscribe::<StatusRequest>(subjects.node_status(node.id())),
+    )
+    .await;
+    let (mut any, mut mine) = match subscribed {
+        Ok(inboxes) => inboxes,
         Err(e) => {
             tracing::error!(error = %e, "cannot serve status");
             return;
@@ -105,7 +110,8 @@ async fn serve_status(node: Arc<RaftNode<Ledger>>, bus: Bus, mut stop: watch::Re
     loop {
         let received = tokio::select! {
             _ = stop.changed() => return,
-            r = requests.next() => match r { Some(r) => r, None => return },
+            r = any.next() => match r { Some(r) => r, None => return },
+            r = mine.next() => match r { Some(r) => r, None => return },
         };
         let Some(reply) = received.reply else { continue };
         let workloads = received.message.map(|r| r.workloads).unwrap_or(false);

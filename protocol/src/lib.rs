@@ -25,7 +25,7 @@ pub use messages::registration::{
 pub use messages::rejection::{RejectReason, Rejection};
 pub use messages::round::RoundAnnouncement;
 pub use messages::status::{
-    ClusterStatus, HostStatus, MembershipChange, MembershipReply, StatusRequest, WorkloadStatus,
+    ClusterStatus, HostStatus, MembershipChange, MembershipReply, QuotaChange, StatusRequest, WorkloadStatus,
 };
 pub use messages::telemetry::{CounterSource, Counters, Pressure, PsiSource, TelemetrySample, Usage};
 pub use resources::{Resource, ResourceError, ResourceVector, MAX_AMOUNT};

@@ -17,6 +17,8 @@
 //! | `<p>.rejections.<host>` | [`Rejection`](crate::Rejection) | publish |
 //! | `<p>.raft.<node>.<rpc>` | Raft RPCs between arbiter replicas | request/reply |
 //! | `<p>.arbiter.status` | [`StatusRequest`](crate::StatusRequest) → [`ClusterStatus`](crate::ClusterStatus) | request/reply |
+//! | `<p>.arbiter.<node>.status` | the same, answered by that replica | request/reply |
+//! | `<p>.arbiter.quotas` | [`QuotaChange`](crate::QuotaChange) → [`RegistrationReply`](crate::RegistrationReply) | request/reply |
 //! | `<p>.arbiter.members` | [`MembershipChange`](crate::MembershipChange) → [`MembershipReply`](crate::MembershipReply) | request/reply |
 
 use crate::ids::{validate_token, HostId, IdError, NodeId, WorkloadId};
@@ -73,6 +75,8 @@ pub enum Subject {
     Rejections { host: HostId },
     Raft { node: NodeId, rpc: RaftRpc },
     Status,
+    NodeStatus { node: NodeId },
+    Quotas,
     Members,
 }
 
@@ -152,6 +156,14 @@ impl Subjects {
     pub fn status(&self) -> String {
         format!("{}.arbiter.status", self.prefix)
     }
+    /// Status requests for one replica.
+    pub fn node_status(&self, node: NodeId) -> String {
+        format!("{}.arbiter.{node}.status", self.prefix)
+    }
+    /// Quota changes, answered by the leader.
+    pub fn quotas(&self) -> String {
+        format!("{}.arbiter.quotas", self.prefix)
+    }
     /// Membership changes, answered by the leader.
     pub fn members(&self) -> String {
         format!("{}.arbiter.members", self.prefix)
@@ -189,6 +201,11 @@ impl Subjects {
             ["round"] => Subject::Round,
             ["arbiter", "status"] => Subject::Status,
             ["arbiter", "members"] => Subject::Members,
+            ["arbiter", "quotas"] => Subject::Quotas,
+            ["arbiter", node, "status"] => match node.parse::<NodeId>() {
+                Ok(node) => Subject::NodeStatus { node },
+                Err(_) => return Err(SubjectError::Unknown(subject.to_owned())),
+            },
             ["bids", h] => Subject::Bids { host: host(h)? },
             ["decisions", h] => Subject::Decisions { host: host(h)? },
             ["rejections", h] => Subject::Rejections { host: host(h)? },
@@ -233,6 +250,8 @@ mod tests {
             (s.raft(3, RaftRpc::Vote), Subject::Raft { node: 3, rpc: RaftRpc::Vote }),
             (s.status(), Subject::Status),
             (s.members(), Subject::Members),
+            (s.quotas(), Subject::Quotas),
+            (s.node_status(2), Subject::NodeStatus { node: 2 }),
         ];
         for (subject, expected) in cases {
             assert!(subject.starts_with("acme.prod."), "{subject}");

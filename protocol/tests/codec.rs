@@ -56,6 +56,7 @@ fn every_message_round_trips() {
     round_trip(StatusRequest { workloads: true });
     round_trip(samples::cluster_status());
     round_trip(samples::membership_change());
+    round_trip(QuotaChange { tenant: TenantId::new("shop").unwrap(), resource: Resource::Cpu, limit: Some(4_000) });
     round_trip(MembershipReply::Changed { members: vec![1, 3, 4] });
     round_trip(MembershipReply::Refused { reason: "not the leader".into() });
 }

@@ -7,7 +7,7 @@
 use crate::codec::Message;
 use crate::ids::{HostId, NodeId, RoundId, TenantId, WorkloadId};
 use crate::messages::registration::WorkloadClass;
-use crate::resources::{Resource, ResourceVector};
+use crate::resources::{Resource, ResourceVector, MAX_AMOUNT};
 use crate::validate::{check_count, check_text, ValidationError, MAX_WORKLOADS_PER_HOST};
 use serde::{Deserialize, Serialize};
 
@@ -129,5 +129,25 @@ impl Message for MembershipReply {
             MembershipReply::Changed { members } => check_count("members", members.len(), MAX_MEMBERS),
             MembershipReply::Refused { reason } => check_text("reason", reason),
         }
+    }
+}
+
+/// Sets (or with `limit: null`, removes) a tenant's cluster-wide quota on one resource: the most
+/// of it the tenant's workloads may hold across all hosts together. Answered by the leader with
+/// a [`RegistrationReply`](crate::RegistrationReply).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuotaChange {
+    pub tenant: TenantId,
+    pub resource: Resource,
+    pub limit: Option<u64>,
+}
+
+impl Message for QuotaChange {
+    const KIND: &'static str = "quota_change";
+    fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(limit) = self.limit.filter(|l| *l > MAX_AMOUNT) {
+            return Err(ValidationError::TooLarge { field: "limit".into(), value: limit as f64, max: MAX_AMOUNT as f64 });
+        }
+        Ok(())
     }
 }

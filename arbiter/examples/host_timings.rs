@@ -1,7 +1,9 @@
 //! Per-host and per-round clearing times on synthetic hosts (see `clearing::synthetic`), as a
 //! distribution (median, p99, max) rather than criterion's mean: the targets are about the tail.
 //!
-//! `cargo run --release -p entente-arbiter --example host_timings -- [hosts] [round_hosts]`
+//! `cargo run --release -p entente-arbiter --example host_timings -- [hosts] [round_hosts] [time_limit_ms]`
+//!
+//! Without a time limit every solve runs to a proof of optimality.
 
 use std::time::Instant;
 
@@ -15,14 +17,15 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let hosts: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
     let round_hosts: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let time_limit = args.next().and_then(|a| a.parse().ok()).map(std::time::Duration::from_millis);
     let shape = SyntheticHost::default();
     let instances: Vec<_> = (0..hosts).map(|seed| shape.generate(seed)).collect();
     println!(
-        "synthetic hosts: {} workloads x {} bundles x 4 resources, oversubscription {}",
-        shape.workloads, shape.bundles, shape.oversubscription
+        "synthetic hosts: {} workloads x {} bundles x 4 resources, oversubscription {}, time limit per solve {:?}",
+        shape.workloads, shape.bundles, shape.oversubscription, time_limit
     );
     for payments in [false, true] {
-        let options = ClearingOptions { time_limit: None, payments };
+        let options = ClearingOptions { time_limit, payments };
         let mut times = Vec::with_capacity(instances.len());
         let (mut optimal, mut winners) = (0, 0usize);
         for host in &instances {
@@ -47,8 +50,8 @@ fn main() {
         );
     }
     let round: Vec<_> = (0..round_hosts).map(|seed| shape.generate(1_000_000 + seed)).collect();
-    for payments in [false, true] {
-        let options = ClearingOptions { time_limit: None, payments };
+    for payments in [false, true].into_iter().filter(|_| round_hosts > 0) {
+        let options = ClearingOptions { time_limit, payments };
         let started = Instant::now();
         let outcomes = clear_round(&round, &[], &options);
         let elapsed = started.elapsed().as_secs_f64();

@@ -6,7 +6,7 @@
 //! `ENTENTE_CATS_DIR` to point elsewhere. A missing benchmark is a failure, not a skip.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use entente_arbiter::clearing::{solve, CatsInstance, SolveOptions};
 
@@ -30,7 +30,7 @@ struct Answer {
     optimum: f64,
 }
 
-fn proven_answers(dir: &PathBuf) -> Vec<Answer> {
+fn proven_answers(dir: &Path) -> Vec<Answer> {
     let key = std::fs::read_to_string(dir.join("answers.tsv")).expect("answers.tsv is readable");
     let mut lines = key.lines();
     let header: Vec<&str> = lines.next().expect("answers.tsv has a header").split('\t').collect();

@@ -220,10 +220,11 @@ pub(crate) fn joint_problem(
                 .map(|b| {
                     let extra = b.alloc.saturating_sub(&w.guaranteed).as_array();
                     let host_rows = (0..Resource::COUNT).map(|r| (position * Resource::COUNT + r, extra[r]));
-                    let quota_rows = quotas.iter().enumerate().filter_map(|(k, &(_, quota))| {
-                        (w.tenant.as_deref() == Some(quota.tenant.as_str()))
-                            .then(|| (hosts.len() * Resource::COUNT + k, extra[quota.resource.index()]))
-                    });
+                    let quota_rows = quotas
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &(_, quota))| w.tenant.as_deref() == Some(quota.tenant.as_str()))
+                        .map(|(k, &(_, quota))| (hosts.len() * Resource::COUNT + k, extra[quota.resource.index()]));
                     problem
                         .add_item(group, w.effective_value(b), host_rows.chain(quota_rows))
                         .expect("validated bundle maps onto existing rows")

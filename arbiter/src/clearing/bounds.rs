@@ -66,6 +66,7 @@ pub(crate) fn lagrangian(
     bound
 }
 
+#[allow(clippy::too_many_arguments)] // the search's scratch buffers, passed to avoid allocation
 /// One projected subgradient step on `lambda`, aiming the bound at `target`. Returns `false`
 /// when the subgradient vanishes on every row that could move (the relaxation's picks are
 /// feasible and complementary: the bound is exact for this node).

@@ -90,7 +90,7 @@ pub(crate) fn solve_compiled(
 }
 
 /// Subgradient steps at the root, where a good start for every node below is worth the most.
-const ROOT_STEPS: usize = 120;
+const ROOT_STEPS: usize = 500;
 /// Subgradient steps at every other node.
 const NODE_STEPS: usize = 16;
 
@@ -209,8 +209,8 @@ impl<'a> Search<'a> {
         let mut lambda = std::mem::take(&mut self.lambda[depth]);
         let mut best_lambda = lambda.clone();
         let mut best_bound = f64::INFINITY;
-        let steps = if depth == 0 { knob("ROOT", ROOT_STEPS) } else { knob("NODE", NODE_STEPS) };
-        let mut step_scale = if depth == 0 { 1.0 } else { knob("SCALE", 50) as f64 / 100.0 };
+        let steps = if depth == 0 { ROOT_STEPS } else { NODE_STEPS };
+        let mut step_scale = if depth == 0 { 1.0 } else { 0.5 };
         let mut stale = 0;
         let mut picks = std::mem::take(&mut self.picks);
         for step in 0..=steps {
@@ -300,26 +300,10 @@ impl<'a> Search<'a> {
             self.live[depth] = live;
             return best_bound;
         }
-        let rule = knob("BRANCH", 0);
-        let regret = |pick: u32| -> f64 {
-            let g = c.item_group[pick as usize];
-            let mut second = 0.0f64;
-            for &i in &live {
-                if i != pick && c.item_group[i as usize] == g {
-                    second = second.max(self.reduced[i as usize]);
-                }
-            }
-            self.reduced[pick as usize] - second
-        };
         let branch = picks
             .iter()
             .copied()
-            .max_by(|&a, &b| match rule {
-                1 => regret(b).total_cmp(&regret(a)),
-                2 => regret(a).total_cmp(&regret(b)),
-                3 => c.value[a as usize].total_cmp(&c.value[b as usize]),
-                _ => self.reduced[a as usize].total_cmp(&self.reduced[b as usize]),
-            })
+            .max_by(|&a, &b| self.reduced[a as usize].total_cmp(&self.reduced[b as usize]))
             .unwrap_or_else(|| {
                 live.iter()
                     .copied()
@@ -368,6 +352,3 @@ impl<'a> Search<'a> {
     }
 }
 
-fn knob(name: &str, default: usize) -> usize {
-    std::env::var(format!("KNOB_{name}")).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}

@@ -184,7 +184,7 @@ impl<'a> Search<'a> {
     }
 
     fn out_of_time(&mut self) -> bool {
-        if !self.aborted && self.nodes % 64 == 0 {
+        if !self.aborted && self.nodes % 8 == 0 {
             if let Some(deadline) = self.deadline {
                 self.aborted = Instant::now() >= deadline;
             }
@@ -225,6 +225,10 @@ impl<'a> Search<'a> {
                 if stale >= 5 {
                     step_scale *= 0.5;
                     stale = 0;
+                    // Converged as far as subgradient steps will take it.
+                    if step_scale < 1e-3 {
+                        break;
+                    }
                 }
             }
             // The relaxation's own choice, repaired greedily, is often a good allocation.
@@ -237,6 +241,9 @@ impl<'a> Search<'a> {
                 self.scratch_order = order;
             }
             if self.prunable(best_bound) {
+                break;
+            }
+            if depth == 0 && step % 16 == 15 && self.deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
             if step == steps

@@ -116,6 +116,13 @@ impl Leadership<'_> {
         metrics: &mut watch::Receiver<openraft::RaftMetrics<NodeId, openraft::BasicNode>>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), BusError> {
+        // A replica restarted from disk may briefly believe in its old term's leadership; a
+        // quorum round-trip proves it really leads before it announces anything.
+        if let Err(e) = self.node.raft().ensure_linearizable().await {
+            tracing::info!(error = %e, "leadership not confirmed by a quorum; standing by");
+            tokio::time::sleep(self.settings.interval / 4).await;
+            return Ok(());
+        }
         let s = self.bus.subjects().clone();
         let mut bids = self.bus.subscribe::<Bid>(s.bids_all()).await?;
         let mut hosts = self.bus.subscribe::<HostRegistration>(s.register_host()).await?;

@@ -199,12 +199,16 @@ async fn register_everything(bus: &Bus) {
     assert_eq!(until_answered(bus, bus.subjects().quotas(), &quota).await, RegistrationReply::Accepted);
 }
 
-/// Reads every decision on the stream, checking each against capacity and quota.
-async fn read_decisions(bus: &Bus) -> BTreeMap<(RoundId, HostId), Decision> {
+/// Reads the decisions on the stream up to round `last` (rounds go on meanwhile), checking each
+/// against capacity and quota.
+async fn read_decisions(bus: &Bus, last: RoundId) -> BTreeMap<(RoundId, HostId), Decision> {
     let mut feed = bus.decisions(ReplayFrom::All, None).await.unwrap();
     let mut seen = BTreeMap::new();
-    while let Ok(Some(item)) = tokio::time::timeout(Duration::from_secs(1), feed.next()).await {
+    while let Ok(Some(item)) = tokio::time::timeout(Duration::from_secs(2), feed.next()).await {
         let d = item.unwrap().decision.expect("every stored decision decodes");
+        if d.round > last {
+            break;
+        }
         let total = ResourceVector::checked_sum(d.allocations.iter().map(|a| &a.alloc)).unwrap();
         assert!(total.cpu <= CPU_CAPACITY, "round {} host {} allocates {} millicores", d.round, d.host, total.cpu);
         for a in &d.allocations {
@@ -246,9 +250,17 @@ async fn rounds_survive_the_leader_being_killed_and_the_cluster_restarting() {
     // Run rounds, then SIGKILL the leader mid-run.
     let progress = |bus: Bus| async move { status(&bus, bus.subjects().status()).await.map(|s| s.last_round).unwrap_or(0) };
     let start_round = progress(bus.clone()).await;
-    while progress(bus.clone()).await < start_round + 15 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let run_until = |round: RoundId| {
+        let bus = bus.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while progress(bus.clone()).await < round {
+                assert!(Instant::now() < deadline, "rounds stopped short of round {round}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    run_until(start_round + 15).await;
     let leader = status(&bus, bus.subjects().status()).await.unwrap().leader.unwrap();
     let killed_at = Instant::now();
     cluster.kill(leader);
@@ -259,9 +271,7 @@ async fn rounds_survive_the_leader_being_killed_and_the_cluster_restarting() {
 
     // Rounds continue under the new leader.
     let at_failover = progress(bus.clone()).await;
-    while progress(bus.clone()).await < at_failover + 20 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    run_until(at_failover + 20).await;
 
     // The killed replica restarts from its own disk and catches up.
     cluster.start_replica(leader);
@@ -276,8 +286,9 @@ async fn rounds_survive_the_leader_being_killed_and_the_cluster_restarting() {
     agents.abort();
 
     // The stream: every decision fits, no round twice per host, and no gap for any host.
+    let last = progress(bus.clone()).await;
     tokio::time::sleep(Duration::from_millis(2 * ROUND_MS)).await;
-    let decisions = read_decisions(&bus).await;
+    let decisions = read_decisions(&bus, last).await;
     check_quota(&decisions);
     for h in 0..HOSTS {
         let rounds: Vec<RoundId> = decisions.keys().filter(|(_, host)| *host == host_id(h)).map(|(r, _)| *r).collect();

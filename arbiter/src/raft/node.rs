@@ -32,13 +32,12 @@ impl Default for NodeConfig {
                 cluster_name: "entente-arbiter".into(),
                 // openraft also uses the heartbeat interval as the TTL of every AppendEntries,
                 // which includes the follower's fsync: not much lower than this.
-                // openraft also uses the heartbeat interval as the AppendEntries timeout, so it
-                // stays generous; elections start after three to six missed heartbeats, which
-                // keeps failover within about two seconds without spurious elections on a
-                // loaded host.
-                heartbeat_interval: 250,
-                election_timeout_min: 750,
-                election_timeout_max: 1500,
+                // Elections start after three to six missed heartbeats: failover (an election
+                // timeout, twice when the first vote meets a live leader lease) stays within
+                // about two seconds without spurious elections on a loaded host.
+                heartbeat_interval: 150,
+                election_timeout_min: 450,
+                election_timeout_max: 900,
                 // Chunks that fit a default NATS message (1 MiB) in one request, and a TTL per
                 // chunk that a busy follower writing to disk can meet.
                 snapshot_max_chunk_size: 512 << 10,

@@ -36,13 +36,13 @@ pub struct RoundSettings {
     pub bid_window: Duration,
     /// How long a decision holds without renewal.
     pub lease: Duration,
-    /// The clearing engine's time budget per host component.
+    /// How long clearing a whole round may take (shared among all its solves).
     pub clearing_time_limit: Duration,
     pub stream: DecisionsStreamConfig,
 }
 
 impl RoundSettings {
-    /// Defaults for a round `interval`: bids for 60% of it, clearing for at most 20%, and leases
+    /// Defaults for a round `interval`: bids for 60% of it, clearing for about 20%, and leases
     /// of three rounds so one lost round does not throw workloads back to their guarantees.
     pub fn for_interval(interval: Duration) -> RoundSettings {
         RoundSettings {
@@ -293,7 +293,10 @@ impl Leadership<'_> {
             self.book.prune(ledger, round);
             self.book.auctions(ledger, round)
         });
-        let options = ClearingOptions { time_limit: Some(self.settings.clearing_time_limit), payments: true };
+        let options = ClearingOptions {
+            time_limit: Some(per_solve_time_limit(self.settings.clearing_time_limit, &auctions)),
+            payments: true,
+        };
         let outcomes = match tokio::task::spawn_blocking(move || {
             let outcomes = clearing::clear_round(&auctions, &quotas, &options);
             (auctions, outcomes)
@@ -387,6 +390,17 @@ impl Leadership<'_> {
             Err(e) => MembershipReply::Refused { reason: format!("membership change failed: {e}") },
         }
     }
+}
+
+/// The time limit of each solve, so that a whole round's clearing fits `budget`: one solve per
+/// host for the allocation and up to one per workload for its VCG payment, spread over the
+/// clearing threads. The search finds a first allocation in its first dive, so even a very short
+/// limit yields a feasible, if unproven, answer; the decision then says it is not optimal.
+pub fn per_solve_time_limit(budget: Duration, auctions: &[clearing::HostAuction]) -> Duration {
+    let solves: usize = auctions.iter().map(|h| 1 + h.workloads.iter().filter(|w| !w.bundles.is_empty()).count()).sum();
+    let threads = rayon::current_num_threads().max(1);
+    let share = budget.mul_f64(threads as f64 / solves.max(1) as f64);
+    share.clamp(Duration::from_micros(20), budget)
 }
 
 fn reason_name(reason: RejectReason) -> &'static str {

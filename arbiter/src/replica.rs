@@ -82,15 +82,29 @@ pub async fn run(settings: ReplicaSettings, shutdown: impl Future<Output = ()>) 
     shutdown.await;
     tracing::info!(node = settings.node_id, "shutting down");
     let _ = stop_tx.send(true);
-    let _ = duties.await;
-    let _ = status.await;
-    match Arc::try_unwrap(node) {
-        Ok(node) => node.shutdown().await?,
-        Err(_) => tracing::warn!("raft still referenced at shutdown; leaving it to the runtime"),
+    let graceful = async {
+        let _ = duties.await;
+        let _ = status.await;
+        match Arc::try_unwrap(node) {
+            Ok(node) => node.shutdown().await?,
+            Err(_) => tracing::warn!("raft still referenced at shutdown; leaving it to the runtime"),
+        }
+        let _ = bus.flush().await;
+        Ok::<(), ReplicaError>(())
+    };
+    // Everything on disk is already fsynced; a shutdown stuck on an unreachable NATS server (a
+    // round being committed, a flush) must not keep the process alive.
+    match tokio::time::timeout(SHUTDOWN_GRACE, graceful).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "shutdown did not finish in time; exiting anyway");
+            Ok(())
+        }
     }
-    let _ = bus.flush().await;
-    Ok(())
 }
+
+/// How long a replica may take to stop cleanly.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Answers status requests with this replica's view, until told to stop.
 async fn serve_status(node: Arc<RaftNode<Ledger>>, bus: Bus, mut stop: watch::Receiver<bool>) {

@@ -1,0 +1,210 @@
+//! Load generator for the arbiter cluster: thousands of simulated hosts bidding every round over
+//! real NATS, measuring how many rounds the cluster decides per second and how long after each
+//! round's deadline its decisions arrive.
+//!
+//! Run by `scripts/bench-rounds.sh`, which starts nats-server and three release arbiters first:
+//!
+//! ```text
+//! cargo run --release -p entente-arbiter --example round_load -- \
+//!     --nats nats://127.0.0.1:4222 --hosts 1000 --workloads 20 --rounds 30
+//! ```
+
+use clap::Parser;
+use entente_protocol::bus::{Bus, BusConfig, BusError};
+use entente_protocol::*;
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    #[arg(long, default_value_t = 1000)]
+    hosts: usize,
+    #[arg(long, default_value_t = 20)]
+    workloads: usize,
+    /// Rounds to measure, after registration.
+    #[arg(long, default_value_t = 30)]
+    rounds: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+fn host(h: usize) -> HostId {
+    HostId::new(format!("sim-{h:05}")).unwrap()
+}
+
+fn spec(h: usize, w: usize) -> WorkloadSpec {
+    WorkloadSpec {
+        host: host(h),
+        workload: WorkloadId::new(format!("w{w:02}")).unwrap(),
+        tenant: TenantId::new(format!("t{}", w % 4)).unwrap(),
+        class: if w % 5 == 0 { WorkloadClass::LatencyCritical } else { WorkloadClass::BestEffort },
+        priority: 10 + (w as u8 * 4) % 90,
+        slo: Slo::None,
+        estimated_execution_s: None,
+        guaranteed: ResourceVector::new(100, 128 << 20, 1 << 20, 1 << 20),
+        limit: ResourceVector::new(4_000, 8 << 30, 100 << 20, 100 << 20),
+        budget: 1_000.0,
+    }
+}
+
+fn bid(h: usize, w: usize, round: RoundId) -> Bid {
+    let s = spec(h, w);
+    let step = ((round as usize + h * 7 + w * 13) % 6) as u64;
+    let grow = ResourceVector::new(300 + 150 * step, (256 + 64 * step) << 20, (4 + step) << 20, (4 + step) << 20);
+    let trade = ResourceVector::new(400 + 150 * step, (256 + 64 * step) << 20, 1 << 20, (4 + step) << 20);
+    Bid {
+        bid_id: uuid::Uuid::new_v4(),
+        round,
+        host: s.host,
+        workload: s.workload,
+        bundles: vec![
+            Bundle { id: "keep".into(), alloc: s.guaranteed, value: 0.0, offer: Offer::Keep },
+            Bundle { id: "grow".into(), alloc: grow, value: 2.0 + (w % 7) as f64 + step as f64, offer: Offer::Request },
+            Bundle {
+                id: "trade".into(),
+                alloc: trade,
+                value: 1.5 + (w % 5) as f64 + step as f64,
+                offer: Offer::TradeOff { give: Resource::DiskBw, take: Resource::Cpu },
+            },
+        ],
+        standing_rounds: 1,
+        forecast: ForecastSource::Fallback,
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BusError> {
+    let args = Args::parse();
+    let bus = Bus::connect(&BusConfig { url: args.nats.clone(), name: "round-load".into(), ..Default::default() }).await?;
+
+    // Registration, many requests in flight at once; retried until a leader answers.
+    let started = Instant::now();
+    let capacity = ResourceVector::new(16_000, 64 << 30, 1 << 30, 1 << 30);
+    let hosts = futures::stream::iter(0..args.hosts)
+        .map(|h| {
+            let bus = bus.clone();
+            async move {
+                let registration = HostRegistration {
+                    host: host(h),
+                    capacity,
+                    enforces: vec![Resource::Cpu, Resource::Memory, Resource::DiskBw],
+                    backend: "simulated".into(),
+                    agent_version: "load".into(),
+                };
+                loop {
+                    match bus.register_host(&registration).await {
+                        Ok(RegistrationReply::Accepted) => break,
+                        Ok(refused) => panic!("host refused: {refused:?}"),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                }
+                for w in 0..args.workloads {
+                    loop {
+                        match bus.register_workload(&spec(h, w)).await {
+                            Ok(RegistrationReply::Accepted) => break,
+                            Ok(refused) => panic!("workload refused: {refused:?}"),
+                            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                        }
+                    }
+                }
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<()>>();
+    hosts.await;
+    eprintln!(
+        "registered {} hosts x {} workloads in {:.1} s",
+        args.hosts,
+        args.workloads,
+        started.elapsed().as_secs_f64()
+    );
+
+    // Decisions arrive on the stream's subjects as plain NATS messages too.
+    let mut decisions = bus.client().subscribe(bus.subjects().decisions_all()).await.map_err(|e| BusError::Subscribe {
+        subject: "decisions".into(),
+        reason: e.to_string(),
+    })?;
+    let mut rounds = bus.subscribe::<RoundAnnouncement>(bus.subjects().round()).await?;
+    let expected = args.hosts;
+    let mut deadlines: BTreeMap<RoundId, u64> = BTreeMap::new();
+    let mut arrivals: BTreeMap<RoundId, Vec<u64>> = BTreeMap::new();
+    let mut first_round = None;
+    let mut measure_started = None;
+    let mut bids_sent = 0u64;
+    loop {
+        tokio::select! {
+            Some(r) = rounds.next() => {
+                let Ok(round) = r.message else { continue };
+                let first = *first_round.get_or_insert(round.round);
+                if round.round >= first + args.rounds {
+                    continue;
+                }
+                measure_started.get_or_insert_with(Instant::now);
+                deadlines.insert(round.round, round.deadline_unix_ms);
+                for h in 0..args.hosts {
+                    for w in 0..args.workloads {
+                        bus.submit_bid(&bid(h, w, round.round)).await?;
+                        bids_sent += 1;
+                    }
+                }
+            }
+            Some(message) = decisions.next() => {
+                let at = now_ms();
+                if let Ok(d) = decode::<Decision>(&message.payload) {
+                    arrivals.entry(d.round).or_default().push(at);
+                }
+                let done = first_round.is_some_and(|first| {
+                    (first..first + args.rounds).all(|r| arrivals.get(&r).is_some_and(|a| a.len() >= expected))
+                });
+                if done {
+                    break;
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {
+                eprintln!("no progress for 30 s; stopping");
+                break;
+            }
+        }
+    }
+    let elapsed = measure_started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    let mut all_hosts_latency = Vec::new();
+    let mut per_decision = Vec::new();
+    for (round, deadline) in &deadlines {
+        if let Some(times) = arrivals.get(round) {
+            for t in times {
+                per_decision.push(t.saturating_sub(*deadline) as f64);
+            }
+            if times.len() >= expected {
+                all_hosts_latency.push(times.iter().max().unwrap().saturating_sub(*deadline) as f64);
+            }
+        }
+    }
+    all_hosts_latency.sort_by(f64::total_cmp);
+    per_decision.sort_by(f64::total_cmp);
+    let summary = serde_json::json!({
+        "hosts": args.hosts,
+        "workloads_per_host": args.workloads,
+        "rounds_measured": deadlines.len(),
+        "rounds_fully_decided": all_hosts_latency.len(),
+        "bids_sent": bids_sent,
+        "rounds_per_second": all_hosts_latency.len() as f64 / elapsed.max(1e-9),
+        "decision_latency_ms_p50": percentile(&per_decision, 0.5),
+        "decision_latency_ms_p99": percentile(&per_decision, 0.99),
+        "last_decision_of_round_ms_p50": percentile(&all_hosts_latency, 0.5),
+        "last_decision_of_round_ms_p99": percentile(&all_hosts_latency, 0.99),
+    });
+    println!("{summary}");
+    Ok(())
+}

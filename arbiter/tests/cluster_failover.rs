@@ -248,7 +248,17 @@ async fn rounds_survive_the_leader_being_killed_and_the_cluster_restarting() {
     let agents = tokio::spawn(simulated_agents(bus.clone()));
 
     // Run rounds, then SIGKILL the leader mid-run.
-    let progress = |bus: Bus| async move { status(&bus, bus.subjects().status()).await.map(|s| s.last_round).unwrap_or(0) };
+    // The cluster's progress: the highest round any replica has applied (a replica that just
+    // restarted may answer with an older view).
+    let progress = |bus: Bus| async move {
+        let mut last = 0;
+        for node in 1..=3 {
+            if let Some(s) = status(&bus, bus.subjects().node_status(node)).await {
+                last = last.max(s.last_round);
+            }
+        }
+        last
+    };
     let start_round = progress(bus.clone()).await;
     let run_until = |round: RoundId| {
         let bus = bus.clone();

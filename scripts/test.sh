@@ -67,6 +67,6 @@ say "Build (target dir: $CARGO_TARGET_DIR)"
 cargo build --workspace --all-targets --locked
 
 say "Tests"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 
 say "All tests passed"

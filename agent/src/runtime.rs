@@ -200,7 +200,7 @@ pub async fn run(settings: AgentSettings, shutdown: impl Future<Output = ()>) ->
 
 fn log_report(report: &TickReport) {
     for (workload, because) in &report.applied {
-        tracing::info!(%workload, ?because, "allocation applied");
+        tracing::debug!(%workload, ?because, "allocation applied");
     }
     for (workload, error) in &report.errors {
         tracing::warn!(%workload, %error, "enforcement failed; retrying next tick");

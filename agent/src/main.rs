@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use entente_agent::config::FileSettings;
 use entente_agent::enforce::BackendKind;
 use entente_agent::runtime::{self, AgentSettings};
-use entente_protocol::bus::BusConfig;
+use entente_protocol::cli::{init_logging, shutdown_signal, NatsArgs};
 use entente_protocol::HostId;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,26 +40,8 @@ struct RunArgs {
     /// This host's id (default: the file's `host`, else the hostname).
     #[arg(long, env = "ENTENTE_HOST")]
     host: Option<String>,
-    /// NATS server URL(s), comma-separated.
-    #[arg(long, env = "ENTENTE_NATS")]
-    nats: Option<String>,
-    /// Subject prefix of this deployment.
-    #[arg(long, env = "ENTENTE_PREFIX")]
-    prefix: Option<String>,
-    /// NATS credentials file.
-    #[arg(long, env = "ENTENTE_NATS_CREDS")]
-    nats_creds: Option<PathBuf>,
-    /// NATS user (with --nats-password).
-    #[arg(long, env = "ENTENTE_NATS_USER")]
-    nats_user: Option<String>,
-    #[arg(long, env = "ENTENTE_NATS_PASSWORD", hide_env_values = true)]
-    nats_password: Option<String>,
-    /// Require TLS to NATS.
-    #[arg(long, env = "ENTENTE_NATS_TLS")]
-    nats_tls: bool,
-    /// PEM root certificates for NATS TLS.
-    #[arg(long, env = "ENTENTE_NATS_CA")]
-    nats_ca: Option<PathBuf>,
+    #[command(flatten)]
+    nats: NatsArgs,
     /// Monitoring interval in milliseconds.
     #[arg(long, env = "ENTENTE_INTERVAL_MS")]
     interval_ms: Option<u64>,
@@ -73,7 +55,7 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_json);
+    init_logging(cli.log_json, "info");
     let result = match cli.command {
         Command::Probe => {
             println!("{}", runtime::probe_report());
@@ -114,18 +96,9 @@ fn settings(args: RunArgs) -> Result<AgentSettings, String> {
     if interval < Duration::from_millis(100) {
         return Err(format!("interval {interval:?} is below the 100 ms minimum"));
     }
-    let defaults = BusConfig::default();
-    let bus = BusConfig {
-        url: args.nats.or(file.nats_url.clone()).unwrap_or(defaults.url),
-        prefix: args.prefix.or(file.prefix.clone()).unwrap_or(defaults.prefix),
-        name: format!("entente-agent@{host}"),
-        credentials_file: args.nats_creds,
-        user: args.nats_user,
-        password: args.nats_password,
-        tls: entente_protocol::bus::TlsConfig { require: args.nats_tls, ca_file: args.nats_ca, ..Default::default() },
-        retry_initial_connect: true,
-        ..defaults
-    };
+    let mut bus = args.nats.bus_config(file.nats_url.clone(), file.prefix.clone(), format!("entente-agent@{host}"));
+    // Agents often start before NATS (containers starting together): keep trying.
+    bus.retry_initial_connect = true;
     Ok(AgentSettings {
         host,
         bus,
@@ -143,25 +116,4 @@ fn hostname() -> Result<String, String> {
         .map_err(|e| format!("cannot read the hostname ({e}); pass --host"))?;
     // Hostnames may hold dots; host ids may not.
     Ok(name.trim().replace('.', "-"))
-}
-
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ENTENTE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down");
 }

@@ -7,51 +7,12 @@
 
 use crate::leader::RoundSettings;
 use crate::replica::{self, ReplicaSettings};
-use entente_protocol::bus::{Bus, BusConfig, TlsConfig};
+use entente_protocol::bus::Bus;
+use entente_protocol::cli::{shutdown_signal, NatsArgs};
 use entente_protocol::{ClusterStatus, MembershipChange, MembershipReply, NodeId, StatusRequest};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// How to reach NATS, shared by every subcommand.
-#[derive(clap::Args, Debug, Clone)]
-pub struct NatsArgs {
-    /// NATS server URL(s), comma-separated.
-    #[arg(long, env = "ENTENTE_NATS")]
-    pub nats: Option<String>,
-    /// Subject prefix of this deployment.
-    #[arg(long, env = "ENTENTE_PREFIX")]
-    pub prefix: Option<String>,
-    /// NATS credentials file.
-    #[arg(long, env = "ENTENTE_NATS_CREDS")]
-    pub nats_creds: Option<PathBuf>,
-    #[arg(long, env = "ENTENTE_NATS_USER")]
-    pub nats_user: Option<String>,
-    #[arg(long, env = "ENTENTE_NATS_PASSWORD", hide_env_values = true)]
-    pub nats_password: Option<String>,
-    /// Require TLS to NATS.
-    #[arg(long, env = "ENTENTE_NATS_TLS")]
-    pub nats_tls: bool,
-    /// PEM root certificates for NATS TLS.
-    #[arg(long, env = "ENTENTE_NATS_CA")]
-    pub nats_ca: Option<PathBuf>,
-}
-
-impl NatsArgs {
-    fn bus_config(&self, file: &FileSettings, name: String) -> BusConfig {
-        let defaults = BusConfig::default();
-        BusConfig {
-            url: self.nats.clone().or(file.nats_url.clone()).unwrap_or(defaults.url),
-            prefix: self.prefix.clone().or(file.prefix.clone()).unwrap_or(defaults.prefix),
-            name,
-            credentials_file: self.nats_creds.clone(),
-            user: self.nats_user.clone(),
-            password: self.nats_password.clone(),
-            tls: TlsConfig { require: self.nats_tls, ca_file: self.nats_ca.clone(), ..Default::default() },
-            ..defaults
-        }
-    }
-}
 
 /// `entente-arbiter run`.
 #[derive(clap::Args, Debug)]
@@ -114,7 +75,7 @@ impl RunArgs {
         if round_ms < 100 {
             return Err(format!("--round-ms {round_ms} is below the 100 ms minimum"));
         }
-        let mut bus = self.nats.bus_config(&file, format!("entente-arbiter-{node_id}"));
+        let mut bus = self.nats.bus_config(file.nats_url.clone(), file.prefix.clone(), format!("entente-arbiter-{node_id}"));
         bus.retry_initial_connect = true;
         Ok(ReplicaSettings {
             node_id,
@@ -154,7 +115,7 @@ pub struct MembersArgs {
 }
 
 async fn connect(nats: &NatsArgs, name: &str) -> Result<Bus, String> {
-    let config = nats.bus_config(&FileSettings::default(), name.into());
+    let config = nats.bus_config(None, None, name.into());
     Bus::connect(&config).await.map_err(|e| e.to_string())
 }
 
@@ -261,21 +222,6 @@ pub fn status_table(status: &ClusterStatus) -> String {
         }
     }
     out
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ enum InstanceFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_json);
+    entente_protocol::cli::init_logging(cli.log_json, "info,openraft=warn");
     let result = match cli.command {
         Command::Solve(args) => solve(&args),
         Command::Run(args) => block_on(commands::run(args)),
@@ -81,17 +81,6 @@ fn block_on(work: impl std::future::Future<Output = Result<(), String>>) -> Resu
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?
         .block_on(work)
-}
-
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ENTENTE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
 
 fn read(path: &Path) -> Result<String, String> {

@@ -6,6 +6,7 @@
 //! written in other languages.
 
 pub mod bus;
+pub mod cli;
 pub mod codec;
 pub mod ids;
 pub mod messages;

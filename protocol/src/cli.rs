@@ -1,0 +1,80 @@
+//! Command-line pieces every entente binary shares: the flags that say how to reach NATS, the
+//! logging set-up, and the shutdown signal.
+//!
+//! Each binary flattens [`NatsArgs`] into its own arguments, so `--nats`, `--prefix`,
+//! credentials and TLS (and their `ENTENTE_*` environment variables) mean the same everywhere.
+
+use crate::bus::{BusConfig, TlsConfig};
+use std::path::PathBuf;
+
+/// How to reach NATS.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, env = "ENTENTE_NATS")]
+    pub nats: Option<String>,
+    /// Subject prefix of this deployment.
+    #[arg(long, env = "ENTENTE_PREFIX")]
+    pub prefix: Option<String>,
+    /// NATS credentials file.
+    #[arg(long, env = "ENTENTE_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// NATS user (with --nats-password).
+    #[arg(long, env = "ENTENTE_NATS_USER")]
+    pub nats_user: Option<String>,
+    #[arg(long, env = "ENTENTE_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// Require TLS to NATS.
+    #[arg(long, env = "ENTENTE_NATS_TLS")]
+    pub nats_tls: bool,
+    /// PEM root certificates for NATS TLS.
+    #[arg(long, env = "ENTENTE_NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    /// The bus configuration: these flags (or environment) over the values from a settings file
+    /// (`file_url`, `file_prefix`) over the defaults.
+    pub fn bus_config(&self, file_url: Option<String>, file_prefix: Option<String>, name: String) -> BusConfig {
+        let defaults = BusConfig::default();
+        BusConfig {
+            url: self.nats.clone().or(file_url).unwrap_or(defaults.url),
+            prefix: self.prefix.clone().or(file_prefix).unwrap_or(defaults.prefix),
+            name,
+            credentials_file: self.nats_creds.clone(),
+            user: self.nats_user.clone(),
+            password: self.nats_password.clone(),
+            tls: TlsConfig { require: self.nats_tls, ca_file: self.nats_ca.clone(), ..Default::default() },
+            ..defaults
+        }
+    }
+}
+
+/// Logs to stderr, as text or JSON lines, filtered by `ENTENTE_LOG` (default `default_filter`).
+pub fn init_logging(json: bool, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ENTENTE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutdown requested");
+}

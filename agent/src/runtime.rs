@@ -190,7 +190,9 @@ pub async fn run(settings: AgentSettings, shutdown: impl Future<Output = ()>) ->
         drop(tx);
         let _ = task.await;
     }
-    for handle in started {
+    // Stop in reverse order: the first workload created the shared parent cgroup, and it can
+    // only be removed once every workload's own cgroup is gone.
+    for handle in started.into_iter().rev() {
         handle.stop().await;
     }
     let _ = bus.flush().await;
@@ -211,7 +213,7 @@ fn log_report(report: &TickReport) {
 }
 
 async fn stop_all(workloads: Vec<(WorkloadConfig, ResolvedWorkload)>) {
-    for (_, resolved) in workloads {
+    for (_, resolved) in workloads.into_iter().rev() {
         resolved.stop().await;
     }
 }

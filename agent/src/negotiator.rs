@@ -7,6 +7,7 @@
 //! it updates what it knows. Enforcement is host-wide (one lease holder for all workloads) and
 //! lives in the runtime, so a slow bid never delays applying a decision.
 
+use crate::enforce::unix_ms_now;
 use crate::monitor::{Monitor, Sample};
 use crate::slo_probe;
 use crate::strategy::{self, BidInput, FallbackPredictor, Prediction};
@@ -16,7 +17,7 @@ use entente_protocol::{
     TelemetrySample, WorkloadId, WorkloadSpec,
 };
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// How many rounds a bid stands unless replaced: a workload that misses a round (a slow tick,
@@ -193,9 +194,4 @@ impl Negotiator {
             ),
         }
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

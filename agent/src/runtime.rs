@@ -9,9 +9,9 @@
 //! started are stopped.
 
 use crate::config::WorkloadConfig;
-use crate::enforce::{self, BackendKind, BlockDevice, Enforcer, TickReport};
+use crate::enforce::{self, unix_ms_now, BackendKind, BlockDevice, Enforcer, TickReport};
 use crate::monitor::{self, cgroup::CgroupLayout};
-use crate::negotiator::{unix_ms_now, Event, Negotiator};
+use crate::negotiator::{Event, Negotiator};
 use crate::workload::{self, ResolvedWorkload};
 use entente_protocol::bus::{Bus, BusConfig, BusError, ReplayFrom};
 use entente_protocol::{

@@ -1,6 +1,7 @@
 //! Load generator for the arbiter cluster: thousands of simulated hosts bidding every round over
 //! real NATS, measuring how many rounds the cluster decides per second and how long after each
-//! round's deadline its decisions arrive.
+//! round's deadline its decisions arrive, and how long after a host's last bid of a round its
+//! decision arrives (hosts whose workloads all bid close before the deadline).
 //!
 //! Run by `scripts/bench-rounds.sh`, which starts nats-server and three release arbiters first:
 //!
@@ -13,7 +14,9 @@ use clap::Parser;
 use entente_protocol::bus::{Bus, BusConfig, BusError};
 use entente_protocol::*;
 use futures::StreamExt;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Parser)]
@@ -142,7 +145,11 @@ async fn main() -> Result<(), BusError> {
     let mut arrivals: BTreeMap<RoundId, Vec<u64>> = BTreeMap::new();
     let mut first_round = None;
     let mut measure_started = None;
-    let mut bids_sent = 0u64;
+    // Bids go out from their own task, so decisions are timestamped as they arrive, even while
+    // a round's bids are still being sent (hosts whose workloads all bid can close early).
+    let bids_sent = Arc::new(AtomicU64::new(0));
+    let last_bid_at: Arc<Mutex<HashMap<(RoundId, String), u64>>> = Arc::default();
+    let mut bid_to_decision = Vec::new();
     loop {
         tokio::select! {
             Some(r) = rounds.next() => {
@@ -153,17 +160,28 @@ async fn main() -> Result<(), BusError> {
                 }
                 measure_started.get_or_insert_with(Instant::now);
                 deadlines.insert(round.round, round.deadline_unix_ms);
-                for h in 0..args.hosts {
-                    for w in 0..args.workloads {
-                        bus.submit_bid(&bid(h, w, round.round)).await?;
-                        bids_sent += 1;
+                let (bus, bids_sent, last_bid_at) = (bus.clone(), Arc::clone(&bids_sent), Arc::clone(&last_bid_at));
+                let (hosts, workloads) = (args.hosts, args.workloads);
+                tokio::spawn(async move {
+                    for h in 0..hosts {
+                        for w in 0..workloads {
+                            if let Err(e) = bus.submit_bid(&bid(h, w, round.round)).await {
+                                eprintln!("cannot send a bid: {e}");
+                                return;
+                            }
+                            bids_sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        last_bid_at.lock().unwrap().insert((round.round, host(h).to_string()), now_ms());
                     }
-                }
+                });
             }
             Some(message) = decisions.next() => {
                 let at = now_ms();
                 if let Ok(d) = decode::<Decision>(&message.payload) {
                     arrivals.entry(d.round).or_default().push(at);
+                    if let Some(sent) = last_bid_at.lock().unwrap().get(&(d.round, d.host.to_string())) {
+                        bid_to_decision.push(at.saturating_sub(*sent) as f64);
+                    }
                 }
                 let done = first_round.is_some_and(|first| {
                     (first..first + args.rounds).all(|r| arrivals.get(&r).is_some_and(|a| a.len() >= expected))
@@ -181,10 +199,13 @@ async fn main() -> Result<(), BusError> {
     let elapsed = measure_started.map_or(0.0, |s| s.elapsed().as_secs_f64());
     let mut all_hosts_latency = Vec::new();
     let mut per_decision = Vec::new();
+    let mut before_deadline = 0usize;
     for (round, deadline) in &deadlines {
         if let Some(times) = arrivals.get(round) {
             for t in times {
+                // A decision that arrives before the deadline (its host closed early) counts as 0.
                 per_decision.push(t.saturating_sub(*deadline) as f64);
+                before_deadline += usize::from(t < deadline);
             }
             if times.len() >= expected {
                 all_hosts_latency.push(times.iter().max().unwrap().saturating_sub(*deadline) as f64);
@@ -193,17 +214,21 @@ async fn main() -> Result<(), BusError> {
     }
     all_hosts_latency.sort_by(f64::total_cmp);
     per_decision.sort_by(f64::total_cmp);
+    bid_to_decision.sort_by(f64::total_cmp);
     let summary = serde_json::json!({
         "hosts": args.hosts,
         "workloads_per_host": args.workloads,
         "rounds_measured": deadlines.len(),
         "rounds_fully_decided": all_hosts_latency.len(),
-        "bids_sent": bids_sent,
+        "bids_sent": bids_sent.load(Ordering::Relaxed),
         "rounds_per_second": all_hosts_latency.len() as f64 / elapsed.max(1e-9),
         "decision_latency_ms_p50": percentile(&per_decision, 0.5),
         "decision_latency_ms_p99": percentile(&per_decision, 0.99),
         "last_decision_of_round_ms_p50": percentile(&all_hosts_latency, 0.5),
         "last_decision_of_round_ms_p99": percentile(&all_hosts_latency, 0.99),
+        "decided_before_deadline_share": before_deadline as f64 / per_decision.len().max(1) as f64,
+        "bid_to_decision_ms_p50": percentile(&bid_to_decision, 0.5),
+        "bid_to_decision_ms_p99": percentile(&bid_to_decision, 0.99),
     });
     println!("{summary}");
     Ok(())

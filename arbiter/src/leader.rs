@@ -5,13 +5,16 @@
 //! subscriptions and requests go unanswered (agents retry) until the next leader takes over.
 //!
 //! A round: announce round `r` (one past the last decided) with a deadline; until the deadline,
-//! check each bid with the [`BidBook`] and answer rejections on the host's rejection subject;
-//! at the deadline clear every host with the clearing engine, propose the decisions to Raft as
-//! one command, and once committed publish each host's decision on the JetStream stream with
-//! message id `r/host`. The ledger refuses a second decision for any round, so a round is decided
-//! at most once however leadership moves; a new leader continues at the round after the last
-//! decided one, and first re-publishes the last decisions in case its predecessor committed them
-//! but died before publishing (the stream drops the duplicates).
+//! check each bid with the [`BidBook`] and answer rejections on the host's rejection subject.
+//! A host whose every workload has bid closes early: it is cleared, committed (`DecideHosts`)
+//! and published in the background while other bids still arrive, in batches so that a burst of
+//! bids makes a few Raft entries, not one per host. At the deadline the leader waits for those,
+//! clears every host not yet settled, proposes them to Raft as the command that closes the round
+//! (`DecideRound`), and once committed publishes each host's decision on the JetStream stream
+//! with message id `r/host`. The ledger refuses a second decision for any host and round, so a
+//! round is decided at most once however leadership moves; a new leader continues at the round
+//! after the last closed one, and first re-publishes the last decisions in case its predecessor
+//! committed them but died before publishing (the stream drops the duplicates).
 
 use crate::clearing::{self, ClearingOptions};
 use crate::ledger::{Command, Ledger, Response};
@@ -19,13 +22,19 @@ use crate::raft::{NodeId, RaftNode};
 use crate::rounds::{decision_for_host, BidBook, OpenRound};
 use entente_protocol::bus::{Bus, BusError, DecisionsStreamConfig, Received};
 use entente_protocol::{
-    Bid, HostRegistration, MembershipChange, MembershipReply, QuotaChange, RegistrationReply, RejectReason, Rejection,
-    RoundAnnouncement, RoundId, Subject, WorkloadSpec,
+    Bid, HostId, HostRegistration, MembershipChange, MembershipReply, QuotaChange, RegistrationReply, RejectReason,
+    Rejection, RoundAnnouncement, RoundId, Subject, WorkloadSpec,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Hosts that closed early are cleared and committed together once this many are waiting...
+const EARLY_BATCH_HOSTS: usize = 64;
+/// ...or once the first of them has waited this long.
+const EARLY_BATCH_WAIT: Duration = Duration::from_millis(3);
 
 /// How rounds are paced.
 #[derive(Debug, Clone)]
@@ -84,7 +93,15 @@ pub async fn run(node: Arc<RaftNode<Ledger>>, bus: Bus, settings: RoundSettings,
         }
         let term = metrics.borrow().current_term;
         tracing::info!(node = node.id(), term, "leading");
-        let mut term_duties = Leadership { node: &node, bus: &bus, settings: &settings, book: BidBook::default() };
+        let mut term_duties = Leadership {
+            node: &node,
+            bus: &bus,
+            settings: &settings,
+            book: BidBook::default(),
+            closed_early: Vec::new(),
+            closed_early_since: None,
+            early: JoinSet::new(),
+        };
         if let Err(e) = term_duties.lead(&mut metrics, &mut shutdown).await {
             tracing::error!(error = %e, "leader duties failed; retrying");
             tokio::time::sleep(settings.interval).await;
@@ -94,16 +111,36 @@ pub async fn run(node: Arc<RaftNode<Ledger>>, bus: Bus, settings: RoundSettings,
 }
 
 struct Leadership<'a> {
-    node: &'a RaftNode<Ledger>,
+    node: &'a Arc<RaftNode<Ledger>>,
     bus: &'a Bus,
     settings: &'a RoundSettings,
     book: BidBook,
+    /// Hosts of the open round sealed by the book and waiting to be cleared as one batch.
+    closed_early: Vec<HostId>,
+    closed_early_since: Option<Instant>,
+    /// Early batches being cleared and committed; all are awaited before the round closes.
+    early: JoinSet<Option<Settled>>,
 }
 
 /// What woke the leader while it served requests.
 enum Wake {
     Timer,
     Stop,
+}
+
+/// Which hosts one clearing settles, and so which command commits it.
+enum Settlement {
+    /// Hosts whose auction closed early: `DecideHosts`, the round stays open.
+    Early(BTreeSet<HostId>),
+    /// Every host not yet settled: `DecideRound`, which closes the round.
+    Close,
+}
+
+/// What one clearing settled, for the log.
+struct Settled {
+    hosts: usize,
+    clearing_ms: f64,
+    failed_publications: usize,
 }
 
 impl Leadership<'_> {
@@ -164,7 +201,7 @@ impl Leadership<'_> {
             if matches!(wake, Wake::Stop) || !self.still_leading(metrics) {
                 return Ok(());
             }
-            self.decide(round, &stats).await;
+            self.close_round(round, &stats).await;
             stats = RoundStats::default();
             if next_round_at < Instant::now() {
                 // Clearing overran the interval: start the next round now rather than bunching up.
@@ -191,8 +228,10 @@ impl Leadership<'_> {
         let timer = tokio::time::sleep_until(until.into());
         tokio::pin!(timer);
         loop {
+            let batch_due = self.closed_early_since.map(|since| since + EARLY_BATCH_WAIT);
             tokio::select! {
                 _ = &mut timer => return Wake::Timer,
+                _ = sleep_until_some(batch_due) => self.settle_closed_early(open.round),
                 _ = shutdown.changed() => return Wake::Stop,
                 changed = metrics.changed() => {
                     if changed.is_err() || !self.still_leading(metrics) {
@@ -265,7 +304,19 @@ impl Leadership<'_> {
             }),
         };
         match verdict {
-            Ok(()) => stats.bids_accepted += 1,
+            Ok(()) => {
+                stats.bids_accepted += 1;
+                let complete = self.node.read_state(|ledger| {
+                    self.book.complete_hosts(ledger, &BTreeSet::from([subject_host.clone()]), open.round)
+                });
+                if !complete.is_empty() {
+                    self.closed_early.extend(complete);
+                    self.closed_early_since.get_or_insert_with(Instant::now);
+                    if self.closed_early.len() >= EARLY_BATCH_HOSTS {
+                        self.settle_closed_early(open.round);
+                    }
+                }
+            }
             Err(rejection) => {
                 *stats.rejected.entry(reason_name(rejection.reason)).or_default() += 1;
                 tracing::debug!(host = %rejection.host, reason = ?rejection.reason, detail = %rejection.detail, "bid rejected");
@@ -286,70 +337,50 @@ impl Leadership<'_> {
         }
     }
 
-    /// Clears round `round` and, once Raft committed it, publishes its decisions.
-    async fn decide(&mut self, round: RoundId, stats: &RoundStats) {
-        let started = Instant::now();
-        let (auctions, quotas) = self.node.read_state(|ledger| {
-            self.book.prune(ledger, round);
-            self.book.auctions(ledger, round)
-        });
-        let options = ClearingOptions {
-            time_limit: Some(per_solve_time_limit(self.settings.clearing_time_limit, &auctions)),
-            payments: true,
-        };
-        let outcomes = match tokio::task::spawn_blocking(move || {
-            let outcomes = clearing::clear_round(&auctions, &quotas, &options);
-            (auctions, outcomes)
-        })
-        .await
-        {
-            Ok((_, outcomes)) => outcomes,
-            Err(e) => {
-                tracing::error!(round, error = %e, "clearing panicked; round skipped");
-                return;
-            }
-        };
-        let clearing_ms = started.elapsed().as_secs_f64() * 1e3;
-        let decided_at = now_unix_ms();
-        let lease_ms = self.settings.lease.as_millis() as u64;
-        let decisions: Vec<_> = self.node.read_state(|ledger| {
-            outcomes
-                .iter()
-                .filter_map(|outcome| match outcome {
-                    Ok(o) => decision_for_host(ledger, &self.book, round, o, decided_at, lease_ms),
-                    Err(e) => {
-                        tracing::error!(round, error = %e, "host not cleared");
-                        None
-                    }
-                })
-                .collect()
-        });
-        let command = Command::DecideRound { round, decided_at_unix_ms: decided_at, decisions };
-        match self.node.write(command).await {
-            Ok(Response::Decided { decisions }) => {
-                let published = futures::future::join_all(decisions.iter().map(|d| self.bus.publish_decision(d))).await;
-                let failed = published.iter().filter(|p| p.is_err()).count();
-                for e in published.iter().filter_map(|p| p.as_ref().err()) {
-                    tracing::warn!(round, error = %e, "cannot publish a decision");
-                }
-                tracing::info!(
-                    round,
-                    hosts = decisions.len(),
-                    bids = stats.bids_accepted,
-                    rejected = ?stats.rejected,
-                    clearing_ms,
-                    decision_ms = started.elapsed().as_secs_f64() * 1e3,
-                    failed,
-                    "round decided"
-                );
-            }
-            Ok(Response::AlreadyDecided { last_round, .. }) => {
-                tracing::warn!(round, last_round, "round was already decided; skipping");
-            }
-            Ok(other) => tracing::error!(round, ?other, "unexpected ledger answer to a round"),
-            Err(e) if e.is_not_leader() => tracing::info!(round, "lost leadership before the round committed"),
-            Err(e) => tracing::error!(round, error = %e, "round not committed; skipped"),
+    /// Starts clearing the hosts that closed early, in the background.
+    fn settle_closed_early(&mut self, round: RoundId) {
+        self.closed_early_since = None;
+        if self.closed_early.is_empty() {
+            return;
         }
+        let hosts: Vec<HostId> = std::mem::take(&mut self.closed_early);
+        let book = self.book.subset(&hosts);
+        let (node, bus, settings) = (Arc::clone(self.node), self.bus.clone(), self.settings.clone());
+        let settlement = Settlement::Early(hosts.into_iter().collect());
+        self.early.spawn(async move { settle(&node, &bus, &settings, &book, round, settlement).await });
+    }
+
+    /// Closes round `round`: waits for the early batches, then clears every host not yet
+    /// settled and commits them with the command that closes the round.
+    async fn close_round(&mut self, round: RoundId, stats: &RoundStats) {
+        let started = Instant::now();
+        self.settle_closed_early(round);
+        let (mut early_hosts, mut early_failed) = (0, 0);
+        while let Some(joined) = self.early.join_next().await {
+            match joined {
+                Ok(Some(settled)) => {
+                    early_hosts += settled.hosts;
+                    early_failed += settled.failed_publications;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(round, error = %e, "an early clearing task failed; its hosts close with the round"),
+            }
+        }
+        self.node.read_state(|ledger| self.book.prune(ledger, round));
+        let Some(settled) = settle(self.node, self.bus, self.settings, &self.book, round, Settlement::Close).await else {
+            return;
+        };
+        tracing::info!(
+            round,
+            hosts = settled.hosts + early_hosts,
+            closed_early = early_hosts,
+            bids = stats.bids_accepted,
+            rejected = ?stats.rejected,
+            clearing_ms = settled.clearing_ms,
+            close_ms = started.elapsed().as_secs_f64() * 1e3,
+            failed_publications = settled.failed_publications + early_failed,
+            "round decided"
+        );
     }
 
     /// Re-publishes every host's last committed decision: harmless if already published (the
@@ -389,6 +420,91 @@ impl Leadership<'_> {
             Ok(_) => MembershipReply::Changed { members: voters.into_iter().collect() },
             Err(e) => MembershipReply::Refused { reason: format!("membership change failed: {e}") },
         }
+    }
+}
+
+/// Clears the hosts `settlement` names, commits their decisions through Raft and publishes
+/// them. Returns `None` when nothing was committed (the reason is logged).
+async fn settle(
+    node: &RaftNode<Ledger>,
+    bus: &Bus,
+    settings: &RoundSettings,
+    book: &BidBook,
+    round: RoundId,
+    settlement: Settlement,
+) -> Option<Settled> {
+    let started = Instant::now();
+    let (auctions, quotas) = node.read_state(|ledger| match &settlement {
+        Settlement::Early(hosts) => book.auctions(ledger, round, |h| hosts.contains(h)),
+        Settlement::Close => book.auctions(ledger, round, |_| true),
+    });
+    if auctions.is_empty() && matches!(settlement, Settlement::Early(_)) {
+        return None;
+    }
+    let options = ClearingOptions {
+        time_limit: Some(per_solve_time_limit(settings.clearing_time_limit, &auctions)),
+        payments: true,
+    };
+    let outcomes = match tokio::task::spawn_blocking(move || clearing::clear_round(&auctions, &quotas, &options)).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            tracing::error!(round, error = %e, "clearing panicked; hosts not settled");
+            return None;
+        }
+    };
+    let clearing_ms = started.elapsed().as_secs_f64() * 1e3;
+    let decided_at = now_unix_ms();
+    let lease_ms = settings.lease.as_millis() as u64;
+    let decisions: Vec<_> = node.read_state(|ledger| {
+        outcomes
+            .iter()
+            .filter_map(|outcome| match outcome {
+                Ok(o) => decision_for_host(ledger, book, round, o, decided_at, lease_ms),
+                Err(e) => {
+                    tracing::error!(round, error = %e, "host not cleared");
+                    None
+                }
+            })
+            .collect()
+    });
+    let command = match settlement {
+        Settlement::Early(_) => Command::DecideHosts { round, decided_at_unix_ms: decided_at, decisions },
+        Settlement::Close => Command::DecideRound { round, decided_at_unix_ms: decided_at, decisions },
+    };
+    match node.write(command).await {
+        Ok(Response::Decided { decisions }) => {
+            let published = futures::future::join_all(decisions.iter().map(|d| bus.publish_decision(d))).await;
+            let mut failed_publications = 0;
+            for e in published.iter().filter_map(|p| p.as_ref().err()) {
+                failed_publications += 1;
+                tracing::warn!(round, error = %e, "cannot publish a decision");
+            }
+            Some(Settled { hosts: decisions.len(), clearing_ms, failed_publications })
+        }
+        Ok(Response::AlreadyDecided { last_round, .. }) => {
+            tracing::warn!(round, last_round, "round was already decided; skipping");
+            None
+        }
+        Ok(other) => {
+            tracing::error!(round, ?other, "unexpected ledger answer to a round");
+            None
+        }
+        Err(e) if e.is_not_leader() => {
+            tracing::info!(round, "lost leadership before the round committed");
+            None
+        }
+        Err(e) => {
+            tracing::error!(round, error = %e, "decisions not committed; skipped");
+            None
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -9,8 +9,15 @@
 //!
 //! Two rules are enforced here rather than by the leader, so that no leader (old, new, buggy)
 //! can break them: admission control (the guarantees on a host never exceed its capacity), and
-//! "a round is decided at most once" (a decision for a round at or below the last decided one is
-//! refused, whoever proposes it).
+//! "a round is decided at most once for each host" (a decision for a round at or below the last
+//! one settled on that host is refused, whoever proposes it).
+//!
+//! A round settles host by host. A host whose every workload has bid can be decided before the
+//! deadline ([`Command::DecideHosts`], only for the round after the last closed one); the round
+//! then closes with [`Command::DecideRound`], which settles every host not yet settled and moves
+//! `last_round`. Settling a host refills its workloads' balances, returns expired leases to the
+//! guarantee and applies the host's decision, if any: exactly once per host and round, whichever
+//! command does it.
 
 use entente_protocol::{
     Decision, HostId, HostRegistration, Resource, ResourceVector, RoundId, TenantId, WorkloadId, WorkloadSpec,
@@ -30,9 +37,14 @@ pub enum Command {
     DeregisterWorkload { host: HostId, workload: WorkloadId },
     /// Sets (or with `limit: None`, removes) a tenant's cluster-wide quota on one resource.
     SetQuota { tenant: TenantId, resource: Resource, limit: Option<u64> },
-    /// Records the outcome of a round: one decision per host. `term` and `index` of each
-    /// decision are filled in from the log entry that commits it.
+    /// Closes a round: settles every host not yet settled for it, with its decision if one is
+    /// listed, and makes `round` the last decided round. Decisions for hosts already settled
+    /// (early, by [`Command::DecideHosts`]) are dropped. `term` and `index` of each decision are
+    /// filled in from the log entry that commits it.
     DecideRound { round: RoundId, decided_at_unix_ms: u64, decisions: Vec<Decision> },
+    /// Settles some hosts of the open round (`last_round + 1`) before it closes: those whose
+    /// workloads had all bid. A host already settled for the round is skipped.
+    DecideHosts { round: RoundId, decided_at_unix_ms: u64, decisions: Vec<Decision> },
 }
 
 /// What applying a command answered.
@@ -43,7 +55,8 @@ pub enum Response {
     Refused { reason: String },
     /// The committed decisions, with their term and index.
     Decided { decisions: Vec<Decision> },
-    /// The round was already decided (or an older one was proposed): nothing changed.
+    /// The round was already decided (or an older one was proposed, or early decisions for a
+    /// round that is not the open one): nothing changed.
     AlreadyDecided { round: RoundId, last_round: RoundId },
 }
 
@@ -86,9 +99,48 @@ pub struct HostEntry {
     /// The last committed decision, kept so a new leader can re-publish it (deduplicated by
     /// the stream) in case the old one crashed between commit and publication.
     pub last_decision: Option<Decision>,
+    /// The last round settled on this host (see the module comment); 0 before the first.
+    #[serde(default)]
+    pub settled_round: RoundId,
 }
 
 impl HostEntry {
+    /// Settles this host for `round`: refills every workload's balance, returns expired leases
+    /// to the guarantee, then applies `decision` (if any) and returns it as committed.
+    fn settle(
+        &mut self,
+        round: RoundId,
+        decided_at_unix_ms: u64,
+        decision: Option<&Decision>,
+        term: u64,
+        index: u64,
+    ) -> Option<Decision> {
+        self.settled_round = round;
+        for w in self.workloads.values_mut() {
+            w.balance = w.balance_for_next_round();
+            if w.lease_expires_unix_ms <= decided_at_unix_ms {
+                w.allocation = w.spec.guaranteed;
+                w.bundle = None;
+            }
+        }
+        let mut decision = decision?.clone();
+        decision.round = round;
+        decision.term = term;
+        decision.index = index;
+        // A workload deregistered between clearing and commit is dropped from the decision.
+        decision.allocations.retain(|a| self.workloads.contains_key(&a.workload));
+        for a in &decision.allocations {
+            if let Some(w) = self.workloads.get_mut(&a.workload) {
+                w.balance = (w.balance - a.payment).max(0.0);
+                w.allocation = a.alloc;
+                w.lease_expires_unix_ms = decision.lease_expires_unix_ms;
+                w.bundle = a.bundle.clone();
+            }
+        }
+        self.last_decision = Some(decision.clone());
+        Some(decision)
+    }
+
     /// Sum of the guarantees of every workload except `except`.
     fn guaranteed_except(&self, except: Option<&WorkloadId>) -> Result<ResourceVector, String> {
         ResourceVector::checked_sum(
@@ -137,6 +189,9 @@ impl Ledger {
             Command::DecideRound { round, decided_at_unix_ms, decisions } => {
                 self.decide_round(*round, *decided_at_unix_ms, decisions, term, index)
             }
+            Command::DecideHosts { round, decided_at_unix_ms, decisions } => {
+                self.decide_hosts(*round, *decided_at_unix_ms, decisions, term, index)
+            }
         }
     }
 
@@ -166,7 +221,12 @@ impl Ledger {
             None => {
                 self.hosts.insert(
                     registration.host.clone(),
-                    HostEntry { registration: registration.clone(), workloads: BTreeMap::new(), last_decision: None },
+                    HostEntry {
+                        registration: registration.clone(),
+                        workloads: BTreeMap::new(),
+                        last_decision: None,
+                        settled_round: 0,
+                    },
                 );
             }
         }
@@ -227,35 +287,40 @@ impl Ledger {
             return Response::AlreadyDecided { round, last_round: self.last_round };
         }
         self.last_round = round;
-        // Every workload's balance refills once per decided round, whether it bid or not.
-        for host in self.hosts.values_mut() {
-            for w in host.workloads.values_mut() {
-                w.balance = w.balance_for_next_round();
-                if w.lease_expires_unix_ms <= decided_at_unix_ms {
-                    w.allocation = w.spec.guaranteed;
-                    w.bundle = None;
-                }
+        let mut listed: BTreeMap<&HostId, &Decision> = decisions.iter().map(|d| (&d.host, d)).collect();
+        let mut committed = Vec::with_capacity(decisions.len());
+        for (host_id, host) in &mut self.hosts {
+            if host.settled_round >= round {
+                continue;
             }
+            // Every host settles once per closed round, whether it had a decision or not.
+            if let Some(d) = host.settle(round, decided_at_unix_ms, listed.remove(host_id), term, index) {
+                committed.push(d);
+            }
+        }
+        Response::Decided { decisions: committed }
+    }
+
+    fn decide_hosts(
+        &mut self,
+        round: RoundId,
+        decided_at_unix_ms: u64,
+        decisions: &[Decision],
+        term: u64,
+        index: u64,
+    ) -> Response {
+        if round != self.last_round + 1 {
+            return Response::AlreadyDecided { round, last_round: self.last_round };
         }
         let mut committed = Vec::with_capacity(decisions.len());
         for decision in decisions {
             let Some(host) = self.hosts.get_mut(&decision.host) else { continue };
-            let mut decision = decision.clone();
-            decision.round = round;
-            decision.term = term;
-            decision.index = index;
-            // A workload deregistered between clearing and commit is dropped from the decision.
-            decision.allocations.retain(|a| host.workloads.contains_key(&a.workload));
-            for a in &decision.allocations {
-                if let Some(w) = host.workloads.get_mut(&a.workload) {
-                    w.balance = (w.balance - a.payment).max(0.0);
-                    w.allocation = a.alloc;
-                    w.lease_expires_unix_ms = decision.lease_expires_unix_ms;
-                    w.bundle = a.bundle.clone();
-                }
+            if host.settled_round >= round {
+                continue;
             }
-            host.last_decision = Some(decision.clone());
-            committed.push(decision);
+            if let Some(d) = host.settle(round, decided_at_unix_ms, Some(decision), term, index) {
+                committed.push(d);
+            }
         }
         Response::Decided { decisions: committed }
     }
@@ -361,6 +426,58 @@ mod tests {
         // Skipping ahead is allowed (rounds lost in an election), going back is not.
         assert!(matches!(ledger.apply(&decide(5, 2_000), 3, 12), Response::Decided { .. }));
         assert!(matches!(ledger.apply(&decide(4, 2_000), 3, 13), Response::AlreadyDecided { .. }));
+    }
+
+    #[test]
+    fn a_host_decided_early_settles_once_and_the_round_close_skips_it() {
+        let mut ledger = ledger_with_host();
+        let mut other = samples::host_registration();
+        other.host = HostId::new("host-b").unwrap();
+        ledger.apply(&Command::RegisterHost { registration: other }, 1, 2);
+        ledger.apply(&Command::RegisterWorkload { spec: spec("a", 1_000) }, 1, 3);
+        let mut on_b = spec("b", 1_000);
+        on_b.host = HostId::new("host-b").unwrap();
+        ledger.apply(&Command::RegisterWorkload { spec: on_b }, 1, 4);
+        let id = WorkloadId::new("a").unwrap();
+        let before = ledger.workload(&samples::host(), &id).unwrap().balance;
+
+        // Early decisions are only for the open round.
+        let early = |round| Command::DecideHosts {
+            round,
+            decided_at_unix_ms: 1_000,
+            decisions: vec![decision(round, "a", 3_000, 10.0, 4_000)],
+        };
+        assert_eq!(ledger.apply(&early(2), 2, 5), Response::AlreadyDecided { round: 2, last_round: 0 });
+        match ledger.apply(&early(1), 2, 6) {
+            Response::Decided { decisions } => assert_eq!((decisions.len(), decisions[0].index), (1, 6)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(ledger.last_round, 0, "the round is still open");
+        let after_early = ledger.workload(&samples::host(), &id).unwrap().clone();
+        assert_eq!(after_early.allocation.cpu, 3_000);
+        // A second early decision for the same host and round changes nothing.
+        assert_eq!(ledger.apply(&early(1), 2, 7), Response::Decided { decisions: vec![] });
+        assert_eq!(ledger.workload(&samples::host(), &id).unwrap(), &after_early);
+
+        // The close settles host-b only; host-a's listed decision is dropped, its balance is
+        // not refilled a second time.
+        let close = Command::DecideRound {
+            round: 1,
+            decided_at_unix_ms: 1_500,
+            decisions: vec![decision(1, "a", 5_000, 1.0, 4_500)],
+        };
+        match ledger.apply(&close, 2, 8) {
+            Response::Decided { decisions } => assert!(decisions.is_empty(), "{decisions:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(ledger.last_round, 1);
+        assert_eq!(ledger.workload(&samples::host(), &id).unwrap(), &after_early);
+        let spec_a = &after_early.spec;
+        assert!((after_early.balance - (spec_a.balance_after_refill(before) - 10.0)).abs() < 1e-9);
+        let host_b = &ledger.hosts[&HostId::new("host-b").unwrap()];
+        assert_eq!(host_b.settled_round, 1);
+        // Early decisions for a closed round are refused.
+        assert!(matches!(ledger.apply(&early(1), 2, 9), Response::AlreadyDecided { .. }));
     }
 
     #[test]

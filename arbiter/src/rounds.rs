@@ -7,6 +7,12 @@
 //! per host. Nothing here reads a clock or the network, so every rule (late, foreign, over
 //! budget, outside limits, standing for a few rounds) is tested directly.
 //!
+//! Early close: a host's auction closes as soon as every one of its workloads has bid for the
+//! open round ([`BidBook::complete_hosts`]), unless one of them belongs to a tenant with a
+//! cluster quota (quotas couple hosts, so those wait for the deadline and clear together). The
+//! leader then clears and commits that host before the deadline, and later bids for it in the
+//! same round are rejected as late: the sealed bids are final.
+//!
 //! Budgets: a bid offering more than the workload's whole budget can never be paid and is
 //! rejected as over budget. A bid within the budget but above the current balance takes part
 //! with its value capped at the balance (the clearing engine reports the cap), so a workload
@@ -17,7 +23,7 @@ use crate::ledger::Ledger;
 use entente_protocol::{
     Allocation, Bid, Decision, HostId, Message, RejectReason, Rejection, Resource, RoundId, WorkloadId,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A bid that stands until the round `last_round` (inclusive) unless replaced.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,10 +39,13 @@ pub struct OpenRound {
     pub deadline_unix_ms: u64,
 }
 
-/// Standing bids by host and workload.
+/// Standing bids by host and workload, and the hosts whose auction closed early.
 #[derive(Debug, Clone, Default)]
 pub struct BidBook {
     standing: BTreeMap<(HostId, WorkloadId), StandingBid>,
+    /// Hosts sealed in round `sealed_round`; any other round has none.
+    sealed: BTreeSet<HostId>,
+    sealed_round: RoundId,
 }
 
 impl BidBook {
@@ -80,6 +89,12 @@ impl BidBook {
                 ),
             ));
         }
+        if self.is_sealed(&bid.host, open.round) {
+            return Err(reject(
+                RejectReason::Late,
+                format!("host {}'s auction for round {} closed early: every workload had bid", bid.host, bid.round),
+            ));
+        }
         let Some(entry) = ledger.workload(&bid.host, &bid.workload) else {
             return Err(reject(RejectReason::UnknownWorkload, format!("{}/{} is not registered", bid.host, bid.workload)));
         };
@@ -95,6 +110,53 @@ impl BidBook {
         let last_round = bid.round + RoundId::from(bid.standing_rounds) - 1;
         self.standing.insert((bid.host.clone(), bid.workload.clone()), StandingBid { bid, last_round });
         Ok(())
+    }
+
+    /// Whether `host`'s auction for `round` closed early.
+    pub fn is_sealed(&self, host: &HostId, round: RoundId) -> bool {
+        self.sealed_round == round && self.sealed.contains(host)
+    }
+
+    /// Seals the hosts among `candidates` whose auction for `round` can close now, and returns
+    /// them: every registered workload has a bid made for this very round (a bid standing from
+    /// an earlier round may still be replaced), and no workload's tenant has a cluster quota.
+    pub fn complete_hosts(&mut self, ledger: &Ledger, candidates: &BTreeSet<HostId>, round: RoundId) -> Vec<HostId> {
+        if self.sealed_round != round {
+            self.sealed.clear();
+            self.sealed_round = round;
+        }
+        let quota_tenants: BTreeSet<_> = ledger.quotas.iter().map(|q| &q.tenant).collect();
+        let mut complete = Vec::new();
+        for host_id in candidates {
+            if self.sealed.contains(host_id) {
+                continue;
+            }
+            let Some(host) = ledger.hosts.get(host_id) else { continue };
+            let ready = !host.workloads.is_empty()
+                && host.settled_round < round
+                && host.workloads.iter().all(|(workload_id, w)| {
+                    !quota_tenants.contains(&w.spec.tenant)
+                        && self
+                            .standing
+                            .get(&(host_id.clone(), workload_id.clone()))
+                            .is_some_and(|s| s.bid.round == round)
+                });
+            if ready {
+                self.sealed.insert(host_id.clone());
+                complete.push(host_id.clone());
+            }
+        }
+        complete
+    }
+
+    /// A copy holding only the standing bids of `hosts`, for clearing them away from the book.
+    pub fn subset(&self, hosts: &[HostId]) -> BidBook {
+        let wanted: BTreeSet<&HostId> = hosts.iter().collect();
+        BidBook {
+            standing: self.standing.iter().filter(|((h, _), _)| wanted.contains(h)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            sealed: BTreeSet::new(),
+            sealed_round: 0,
+        }
     }
 
     /// Drops bids that no longer stand at `round`, and bids of workloads the ledger forgot.
@@ -119,13 +181,20 @@ impl BidBook {
         self.standing.is_empty()
     }
 
-    /// The clearing engine's input for `round`: every registered host with every workload
-    /// (bundles from its standing bid, if any; otherwise it keeps its guarantee), balances as
-    /// they will be after this round's refill, and the cluster quotas.
-    pub fn auctions(&self, ledger: &Ledger, round: RoundId) -> (Vec<HostAuction>, Vec<Quota>) {
+    /// The clearing engine's input for `round`: every registered host that `include` admits and
+    /// that is not yet settled for the round, with every workload (bundles from its standing
+    /// bid, if any; otherwise it keeps its guarantee), balances as they will be after this
+    /// round's refill, and the cluster quotas.
+    pub fn auctions(
+        &self,
+        ledger: &Ledger,
+        round: RoundId,
+        include: impl Fn(&HostId) -> bool,
+    ) -> (Vec<HostAuction>, Vec<Quota>) {
         let hosts = ledger
             .hosts
             .iter()
+            .filter(|(host_id, host)| host.settled_round < round && include(host_id))
             .map(|(host_id, host)| HostAuction {
                 host: host_id.to_string(),
                 capacity: host.registration.capacity,
@@ -270,13 +339,10 @@ mod tests {
         assert!(book.is_empty(), "nothing rejected was kept");
     }
 
-    #[test]
-    fn a_round_clears_into_decisions_that_fit_and_name_unenforced_resources() {
-        let ledger = ledger();
-        let mut book = BidBook::default();
-        book.accept(&ledger, &samples::host(), samples::bid(), OPEN, 9_000).unwrap();
-        let batch_bid = Bid {
+    fn batch_bid(round: RoundId) -> Bid {
+        Bid {
             bid_id: uuid::Uuid::from_u128(9),
+            round,
             workload: WorkloadId::new("batch").unwrap(),
             bundles: vec![Bundle {
                 id: "all".into(),
@@ -286,9 +352,50 @@ mod tests {
             }],
             forecast: ForecastSource::Fallback,
             ..samples::bid()
-        };
-        book.accept(&ledger, &samples::host(), batch_bid, OPEN, 9_500).unwrap();
-        let (hosts, quotas) = book.auctions(&ledger, 42);
+        }
+    }
+
+    #[test]
+    fn a_host_closes_early_once_every_workload_bid_for_the_round() {
+        let ledger = ledger();
+        let mut book = BidBook::default();
+        let host = samples::host();
+        let candidates = BTreeSet::from([host.clone()]);
+        book.accept(&ledger, &host, samples::bid(), OPEN, 9_000).unwrap();
+        assert!(book.complete_hosts(&ledger, &candidates, 42).is_empty(), "batch has not bid yet");
+        // A bid standing from an earlier round does not count: it may still be replaced.
+        book.accept(&ledger, &host, batch_bid(41), OpenRound { round: 41, deadline_unix_ms: 10_000 }, 9_000).unwrap();
+        assert!(book.complete_hosts(&ledger, &candidates, 42).is_empty());
+        book.accept(&ledger, &host, batch_bid(42), OPEN, 9_100).unwrap();
+        assert_eq!(book.complete_hosts(&ledger, &candidates, 42), vec![host.clone()]);
+        assert!(book.is_sealed(&host, 42));
+        assert!(book.complete_hosts(&ledger, &candidates, 42).is_empty(), "sealed once");
+        let late = book.accept(&ledger, &host, samples::bid(), OPEN, 9_200).unwrap_err();
+        assert_eq!(late.reason, RejectReason::Late);
+        assert!(late.detail.contains("closed early"), "{}", late.detail);
+        // The next round starts unsealed.
+        assert!(!book.is_sealed(&host, 43));
+    }
+
+    #[test]
+    fn hosts_with_quota_tenants_wait_for_the_deadline() {
+        let mut ledger = ledger();
+        let tenant = samples::workload_spec().tenant;
+        ledger.apply(&Command::SetQuota { tenant, resource: Resource::Cpu, limit: Some(1_000_000) }, 1, 9);
+        let mut book = BidBook::default();
+        let host = samples::host();
+        book.accept(&ledger, &host, samples::bid(), OPEN, 9_000).unwrap();
+        book.accept(&ledger, &host, batch_bid(42), OPEN, 9_100).unwrap();
+        assert!(book.complete_hosts(&ledger, &BTreeSet::from([host]), 42).is_empty());
+    }
+
+    #[test]
+    fn a_round_clears_into_decisions_that_fit_and_name_unenforced_resources() {
+        let ledger = ledger();
+        let mut book = BidBook::default();
+        book.accept(&ledger, &samples::host(), samples::bid(), OPEN, 9_000).unwrap();
+        book.accept(&ledger, &samples::host(), batch_bid(42), OPEN, 9_500).unwrap();
+        let (hosts, quotas) = book.auctions(&ledger, 42, |_| true);
         let outcomes = clear_round(&hosts, &quotas, &ClearingOptions::default());
         let outcome = outcomes[0].as_ref().unwrap();
         let d = decision_for_host(&ledger, &book, 42, outcome, 10_050, 3_000).unwrap();

@@ -250,8 +250,9 @@ class Predictor(nn.Module):
     """Per-workload projection and attention across time, pooling, then attention across the
     host's workloads (no position across slots), with heads for usage and slowdown."""
 
-    def __init__(self, mean, std, d=32, heads=2, ff=64, dropout=0.1):
+    def __init__(self, mean, std, d=32, heads=2, ff=64, dropout=0.1, input_noise=0.0):
         super().__init__()
+        self.input_noise = input_noise
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
         self.proj = nn.Linear(NUM_FEATURES, d)
@@ -260,8 +261,9 @@ class Predictor(nn.Module):
         self.pool = nn.Linear(2 * d, d)
         self.cross = Block(d, heads, ff, dropout)
         self.norm = nn.LayerNorm(d)
-        self.usage_head = nn.Linear(2 * d, USAGE)
-        self.slowdown_head = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(approximate="tanh"), nn.Linear(d, 1))
+        self.others_proj = nn.Linear(d, d)
+        self.usage_head = nn.Linear(3 * d, USAGE)
+        self.slowdown_head = nn.Sequential(nn.Linear(3 * d, d), nn.GELU(approximate="tanh"), nn.Linear(d, 1))
         # Start from "next usage = last usage", the strong baseline, and learn corrections to it.
         nn.init.zeros_(self.usage_head.weight)
         nn.init.zeros_(self.usage_head.bias)
@@ -270,16 +272,25 @@ class Predictor(nn.Module):
         """x [B, N, T, F] raw features -> per-workload summaries [B, N, d]."""
         b, n, t, f = x.shape
         z = (x - self.mean) / self.std
+        if self.training and self.input_noise > 0:
+            # Jitter in units of each feature's spread: a few experiments are easy to memorise
+            # by their exact levels, and the noise makes the model rely on coarser patterns.
+            z = z + self.input_noise * torch.randn_like(z)
         h = self.proj(z.reshape(b * n, t, f)) + self.time_pos
         h = self.temporal(h)
         pooled = torch.cat([h[:, -1], h.mean(dim=1)], dim=-1)
         return self.pool(pooled).reshape(b, n, -1)
 
     def across(self, h, present):
-        """h [B, N, d], present [B, N] -> cross-workload summaries [B, N, 2d]."""
+        """h [B, N, d], present [B, N] -> cross-workload summaries [B, N, 3d]: the workload's own
+        summary, what attention to the host's workloads gives it, and the sum over its present
+        co-runners. Attention averages, so it cannot tell two co-runners from four; contention
+        grows with the total demand, which the sum carries."""
         key_bias = (1.0 - present) * -1e4
         c = self.norm(self.cross(h, key_bias))
-        return torch.cat([h, c], dim=-1)
+        mask = present.unsqueeze(-1)
+        others = (h * mask).sum(dim=1, keepdim=True) - h * mask
+        return torch.cat([h, c, self.others_proj(others)], dim=-1)
 
     def slowdown(self, c):
         return 1.0 + F_nn.softplus(self.slowdown_head(c).squeeze(-1))
@@ -294,22 +305,75 @@ class Predictor(nn.Module):
         return self.usage(c, x), self.slowdown(c)
 
 
+def train_member(tr, mean, std, args, seed):
+    """Trains one model of the ensemble on the training windows, from its own seed."""
+    torch.manual_seed(seed)
+    model = Predictor(mean, std, d=args.d_model, dropout=args.dropout, input_noise=args.input_noise)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=args.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs)
+    tx = {k: torch.tensor(v) for k, v in tr.items() if k in ("x", "present", "usage", "sd", "sd_mask")}
+    n_train = tx["x"].shape[0]
+    ustd = torch.tensor(std[:USAGE])
+    gen = torch.Generator().manual_seed(seed)
+    for epoch in range(args.epochs):
+        model.train()
+        perm = torch.randperm(n_train, generator=gen)
+        total = 0.0
+        for i in range(0, n_train, 64):
+            b = perm[i:i + 64]
+            usage, sd = model(tx["x"][b], tx["present"][b])
+            pres = tx["present"][b]
+            # L1, the error the table reports: next usage is often "same" or "jump", and a squared
+            # loss would settle between the two, worse than either.
+            u_err = torch.abs((usage - tx["usage"][b]) / ustd)
+            u_loss = (u_err.mean(-1) * pres).sum() / pres.sum()
+            m = tx["sd_mask"][b]
+            s_err = torch.abs(torch.log(sd) - torch.log(tx["sd"][b]))
+            s_loss = (s_err * m).sum() / m.sum().clamp(min=1)
+            loss = u_loss + 2.0 * s_loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(b)
+        sched.step()
+        if epoch % 40 == 0 or epoch == args.epochs - 1:
+            print(f"seed {seed} epoch {epoch}: loss {total / n_train:.4f}", flush=True)
+    return model.eval()
+
+
+class Ensemble(nn.Module):
+    """The mean of several independently seeded models: on data this small and noisy the
+    average forecast is steadier than any one member's."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x, present):
+        outs = [m(x, present) for m in self.members]
+        return (torch.stack([o[0] for o in outs]).mean(0), torch.stack([o[1] for o in outs]).mean(0))
+
+
 class ServingGraph(nn.Module):
     """The exported form, per the interface: one host, and the counterfactual rows batched."""
 
-    def __init__(self, model, slots):
+    def __init__(self, ensemble, slots):
         super().__init__()
-        self.model = model
+        self.members = ensemble.members
         self.register_buffer("keep", 1.0 - torch.eye(slots))
 
     def forward(self, features, present):
         x = features.unsqueeze(0)
-        h = self.model.encode(x)  # [1, N, d]
         n = present.shape[0]
         masks = torch.cat([present.unsqueeze(0), present.unsqueeze(0) * self.keep], dim=0)  # [N+1, N]
-        c = self.model.across(h.expand(n + 1, -1, -1), masks)
-        sd = self.model.slowdown(c)
-        usage = self.model.usage(c[:1], x)[0]
+        usages, sds = [], []
+        for model in self.members:
+            h = model.encode(x)  # [1, N, d]
+            c = model.across(h.expand(n + 1, -1, -1), masks)
+            sds.append(model.slowdown(c))
+            usages.append(model.usage(c[:1], x)[0])
+        usage = torch.stack(usages).mean(0)
+        sd = torch.stack(sds).mean(0)
         return usage, sd[0], sd[1:]
 
 
@@ -376,13 +440,20 @@ def main():
     ap.add_argument("--out", default="predictor/model")
     ap.add_argument("--version", default=None, help="model version (default: tf-<date of the data>-<n experiments>e)")
     ap.add_argument("--seed", type=int, default=6)
-    ap.add_argument("--epochs", type=int, default=120)
-    ap.add_argument("--d-model", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--d-model", type=int, default=16)
     ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--input-noise", type=float, default=0.0, help="training-time input jitter, in feature spreads")
+    ap.add_argument("--ensemble", type=int, default=1, help="models averaged inside the exported graph")
+    ap.add_argument("--tune", action="store_true",
+                    help="evaluate on validation experiments carved out of the training ones (ids 1, 5, 9, ...) "
+                         "and export nothing: for choosing settings without looking at the held-out set")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (more than one is slower for a model this small on a busy host)")
     ap.add_argument("--card", default="predictor/MODEL_CARD.md")
     ap.add_argument("--benchmarks", default="docs/BENCHMARKS.md")
+    ap.add_argument("--predictions", default=None, help="also save held-out predictions here (.npz) for analysis")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite the model card and benchmarks table")
     args = ap.parse_args()
 
@@ -395,6 +466,9 @@ def main():
     hosts = load_hosts(args.data)
     train_hosts = [h for h in hosts if h.experiment % HELD_OUT_EVERY != HELD_OUT_EVERY - 1]
     test_hosts = [h for h in hosts if h.experiment % HELD_OUT_EVERY == HELD_OUT_EVERY - 1]
+    if args.tune:
+        test_hosts = [h for h in train_hosts if h.experiment % HELD_OUT_EVERY == 1]
+        train_hosts = [h for h in train_hosts if h.experiment % HELD_OUT_EVERY != 1]
     if not train_hosts or not test_hosts:
         sys.exit(f"need experiments for both training and held-out evaluation; have {len(hosts)}")
     train_slots = max(len(h.workloads) for h in hosts)
@@ -409,38 +483,11 @@ def main():
     std = np.where(std < 1e-3, 1.0, std).astype(np.float32)
     mean = mean.astype(np.float32)
 
-    model = Predictor(mean, std, d=args.d_model, dropout=args.dropout)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs)
-    tx = {k: torch.tensor(v) for k, v in tr.items() if k in ("x", "present", "usage", "sd", "sd_mask")}
-    n_train = tx["x"].shape[0]
-    ustd = torch.tensor(std[:USAGE])
-    gen = torch.Generator().manual_seed(args.seed)
-    for epoch in range(args.epochs):
-        model.train()
-        perm = torch.randperm(n_train, generator=gen)
-        total = 0.0
-        for i in range(0, n_train, 64):
-            b = perm[i:i + 64]
-            usage, sd = model(tx["x"][b], tx["present"][b])
-            pres = tx["present"][b]
-            # L1, the error the table reports: next usage is often "same" or "jump", and a squared
-            # loss would settle between the two, worse than either.
-            u_err = torch.abs((usage - tx["usage"][b]) / ustd)
-            u_loss = (u_err.mean(-1) * pres).sum() / pres.sum()
-            m = tx["sd_mask"][b]
-            s_err = torch.abs(torch.log(sd) - torch.log(tx["sd"][b]))
-            s_loss = (s_err * m).sum() / m.sum().clamp(min=1)
-            loss = u_loss + 2.0 * s_loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(b)
-        sched.step()
-        if epoch % 20 == 0 or epoch == args.epochs - 1:
-            print(f"epoch {epoch}: loss {total / n_train:.4f}", flush=True)
-
-    model.eval()
+    members = []
+    for k in range(args.ensemble):
+        members.append(train_member(tr, mean, std, args, seed=args.seed + 1000 * k))
+    model = Ensemble(members).eval()
+    n_train = tr["x"].shape[0]
     with torch.no_grad():
         tf_usage, tf_sd = model(torch.tensor(te["x"]), torch.tensor(te["present"]))
     tf_usage, tf_sd = tf_usage.numpy(), tf_sd.numpy()
@@ -457,12 +504,19 @@ def main():
     ltr = tr["sd_mask"] > 0
     w_sd = ridge(a_tr[ltr], np.log(tr["sd"][ltr]))
     lin_sd = np.maximum(np.exp(ridge_predict(w_sd, a_te.reshape(-1, a_te.shape[-1]))).reshape(a_te.shape[:2]), 1.0)
+    if args.predictions:
+        np.savez_compressed(args.predictions, tf_sd=tf_sd, lin_sd=lin_sd, **te)
     metrics = evaluate({
         "transformer": (tf_sd, tf_usage),
         "last_value": (te["last_sd"], last_usage),
         "ewma": (te["ewma_sd"], ewma_usage),
         "linear_regression": (lin_sd, lin_usage),
     }, te)
+    if args.tune:
+        for name, r in metrics.items():
+            print(f"validation {name}: slowdown MAE {r['slowdown_mae']:.3f} MAPE {r['slowdown_mape_pct']:.1f}% "
+                  f"cpu MAE {r['cpu_cores_mae']:.3f}")
+        return
 
     # Export.
     os.makedirs(args.out, exist_ok=True)

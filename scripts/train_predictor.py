@@ -23,6 +23,7 @@ import argparse
 import csv
 import datetime
 import gzip
+import hashlib
 import json
 import math
 import os
@@ -230,6 +231,21 @@ class Attention(nn.Module):
         y = torch.matmul(att, v).transpose(1, 2).reshape(b, l, d)
         return self.out(y)
 
+    def forward_masks(self, x, key_bias):
+        """The same for one sequence x [1, L, d] under M key masks key_bias [M, L] -> [M, L, d].
+        Queries, keys, values and scores do not depend on the mask, so they are computed once
+        and only the softmax and what follows run per mask: serving's counterfactual rows."""
+        _, l, d = x.shape
+        m = key_bias.shape[0]
+        q, k, v = self.qkv(x).split(d, dim=-1)
+        q = q.reshape(1, l, self.h, self.dh).transpose(1, 2)
+        k = k.reshape(1, l, self.h, self.dh).transpose(1, 2)
+        v = v.reshape(1, l, self.h, self.dh).transpose(1, 2)
+        scores = torch.matmul(q, k.transpose(2, 3)) * (1.0 / math.sqrt(self.dh))  # [1, h, L, L]
+        att = torch.softmax(scores + key_bias[:, None, None, :], dim=-1)  # [M, h, L, L]
+        y = torch.matmul(att, v.expand(m, -1, -1, -1)).transpose(1, 2).reshape(m, l, d)
+        return self.out(y)
+
 
 class Block(nn.Module):
     """A pre-norm transformer encoder layer."""
@@ -238,19 +254,29 @@ class Block(nn.Module):
         super().__init__()
         self.n1, self.n2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.att = Attention(d, heads)
-        self.ff = nn.Sequential(nn.Linear(d, ff), nn.GELU(approximate="tanh"), nn.Linear(ff, d))
+        # ff = 0: attention only, for the cross-workload stage that serving runs 33 times.
+        self.ff = nn.Sequential(nn.Linear(d, ff), nn.GELU(approximate="tanh"), nn.Linear(ff, d)) if ff else None
         self.drop = nn.Dropout(dropout)  # training only; the exported graph is in eval mode
 
     def forward(self, x, key_bias=None):
         x = x + self.drop(self.att(self.n1(x), key_bias))
+        return self.feed_forward(x)
+
+    def feed_forward(self, x):
+        if self.ff is None:
+            return x
         return x + self.drop(self.ff(self.n2(x)))
+
+    def forward_masks(self, x, key_bias):
+        """x [1, L, d] under M key masks -> [M, L, d], equal to forward(x.expand(M, ...), key_bias)."""
+        return self.feed_forward(x + self.att.forward_masks(self.n1(x), key_bias))
 
 
 class Predictor(nn.Module):
     """Per-workload projection and attention across time, pooling, then attention across the
     host's workloads (no position across slots), with heads for usage and slowdown."""
 
-    def __init__(self, mean, std, d=32, heads=2, ff=64, dropout=0.1, input_noise=0.0):
+    def __init__(self, mean, std, d=32, heads=2, ff=64, dropout=0.1, input_noise=0.0, cross_ff=64):
         super().__init__()
         self.input_noise = input_noise
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
@@ -259,7 +285,7 @@ class Predictor(nn.Module):
         self.time_pos = nn.Parameter(torch.zeros(WINDOW, d))
         self.temporal = Block(d, heads, ff, dropout)
         self.pool = nn.Linear(2 * d, d)
-        self.cross = Block(d, heads, ff, dropout)
+        self.cross = Block(d, heads, cross_ff, dropout)
         self.norm = nn.LayerNorm(d)
         self.others_proj = nn.Linear(d, d)
         self.usage_head = nn.Linear(3 * d, USAGE)
@@ -292,6 +318,14 @@ class Predictor(nn.Module):
         others = (h * mask).sum(dim=1, keepdim=True) - h * mask
         return torch.cat([h, c, self.others_proj(others)], dim=-1)
 
+    def across_masks(self, h, masks):
+        """h [1, N, d] under M present masks [M, N] -> [M, N, 3d], equal to
+        across(h.expand(M, ...), masks) with the mask-independent work done once."""
+        m = masks.shape[0]
+        c = self.norm(self.cross.forward_masks(h, (1.0 - masks) * -1e4))
+        others = torch.matmul(masks, h[0]).unsqueeze(1) - h * masks.unsqueeze(-1)  # [M, N, d]
+        return torch.cat([h.expand(m, -1, -1), c, self.others_proj(others)], dim=-1)
+
     def slowdown(self, c):
         return 1.0 + F_nn.softplus(self.slowdown_head(c).squeeze(-1))
 
@@ -308,7 +342,8 @@ class Predictor(nn.Module):
 def train_member(tr, mean, std, args, seed):
     """Trains one model of the ensemble on the training windows, from its own seed."""
     torch.manual_seed(seed)
-    model = Predictor(mean, std, d=args.d_model, dropout=args.dropout, input_noise=args.input_noise)
+    model = Predictor(mean, std, d=args.d_model, dropout=args.dropout, input_noise=args.input_noise,
+                      cross_ff=args.cross_ff)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs)
     tx = {k: torch.tensor(v) for k, v in tr.items() if k in ("x", "present", "usage", "sd", "sd_mask")}
@@ -369,7 +404,7 @@ class ServingGraph(nn.Module):
         usages, sds = [], []
         for model in self.members:
             h = model.encode(x)  # [1, N, d]
-            c = model.across(h.expand(n + 1, -1, -1), masks)
+            c = model.across_masks(h, masks)
             sds.append(model.slowdown(c))
             usages.append(model.usage(c[:1], x)[0])
         usage = torch.stack(usages).mean(0)
@@ -438,12 +473,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="predictor/data")
     ap.add_argument("--out", default="predictor/model")
-    ap.add_argument("--version", default=None, help="model version (default: tf-<date of the data>-<n experiments>e)")
+    ap.add_argument("--version", default=None,
+                    help="model version (default: tf-<date of the data>-<n experiments>e-<hash of the ONNX file>)")
     ap.add_argument("--seed", type=int, default=6)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--d-model", type=int, default=16)
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--cross-ff", type=int, default=32,
+                    help="feed-forward width of the cross-workload layer (0: none; it runs once per slot mask)")
     ap.add_argument("--input-noise", type=float, default=0.0, help="training-time input jitter, in feature spreads")
     ap.add_argument("--ensemble", type=int, default=1, help="models averaged inside the exported graph")
     ap.add_argument("--tune", action="store_true",
@@ -523,7 +561,6 @@ def main():
     data_params = json.load(open(os.path.join(args.data, "collection.json")))
     started = min(r["started_unix"] for r in data_params["runs"])
     date = datetime.datetime.fromtimestamp(started, datetime.timezone.utc).strftime("%Y-%m-%d")
-    version = args.version or f"tf-{date}-{len(hosts)}e"
     serving = ServingGraph(model, SLOTS).eval()
     # The reference input: the held-out window with the most labelled co-located slots,
     # placed in scattered slots of the 32 to exercise the mask.
@@ -542,12 +579,25 @@ def main():
     with torch.no_grad():
         u_train, s_train = model(torch.tensor(te["x"][best:best + 1, :n_ref]), torch.tensor(te["present"][best:best + 1, :n_ref]))
     gap = max(float((u_train[0] - ref_usage[where]).abs().max()), float((s_train[0] - ref_sd[where]).abs().max()))
+    # And its counterfactual rows must equal the plain computation with each slot's present flag
+    # cleared (the serving graph shares the mask-independent work between rows).
+    with torch.no_grad():
+        for j in where:
+            cleared = pt.clone()
+            cleared[j] = 0
+            _, s_plain = model(ft.unsqueeze(0), cleared.unsqueeze(0))
+            keep = cleared > 0
+            gap = max(gap, float((s_plain[0][keep] - ref_without[j][keep]).abs().max()))
     if gap > 1e-4:
         raise SystemExit(f"the serving graph differs from the trained model by {gap}")
     onnx_path = os.path.join(args.out, "entente-predictor.onnx")
     torch.onnx.export(serving, (ft, pt), onnx_path, input_names=["features", "present"],
                       output_names=["usage", "slowdown", "slowdown_without"], opset_version=17, dynamo=False)
     check = check_onnx(onnx_path, serving, te, where)
+    # The version names the exact graph: the export is deterministic, so its hash is too.
+    with open(onnx_path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:8]
+    version = args.version or f"tf-{date}-{len(hosts)}e-{digest}"
 
     # The serving graph must agree with the training form on every held-out window.
     sidecar = {"interface": INTERFACE, "version": version, "window": WINDOW, "slots": SLOTS,

@@ -567,6 +567,16 @@ def main():
     ap.add_argument("--interval", type=float, default=1.0, help="sampling interval, seconds")
     ap.add_argument("--redis-port", type=int, default=6390)
     args = ap.parse_args()
+    if args.experiments < 1:
+        ap.error("--experiments must be at least 1")
+    if args.segment_seconds < 2:
+        ap.error("--segment-seconds must be at least 2 (stress-ng needs time to report a rate)")
+    if args.colocated_segments < 1:
+        ap.error("--colocated-segments must be at least 1")
+    if not 0.1 <= args.interval <= 60:
+        ap.error("--interval must be between 0.1 and 60 seconds")
+    if args.first_experiment and not os.path.exists(os.path.join(args.out, "collection.json")):
+        ap.error(f"--first-experiment adds to an existing data set, but {args.out} holds none")
 
     if os.geteuid() != 0:
         sys.exit("collect_contention.py needs root: it creates cgroups and opens perf events on them")

@@ -146,6 +146,9 @@ class Host:
 
 
 def load_hosts(data_dir):
+    for name in ["samples.csv.gz", "segments.csv.gz", "collection.json"]:
+        if not os.path.isfile(os.path.join(data_dir, name)):
+            sys.exit(f"{data_dir} has no {name}: not a data set written by scripts/collect_contention.py")
     samples = read_csv_gz(os.path.join(data_dir, "samples.csv.gz"))
     segments = read_csv_gz(os.path.join(data_dir, "segments.csv.gz"))
     if not samples:
@@ -494,6 +497,10 @@ def main():
     ap.add_argument("--predictions", default=None, help="also save held-out predictions here (.npz) for analysis")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite the model card and benchmarks table")
     args = ap.parse_args()
+    if args.epochs < 1 or args.d_model < 2 or args.d_model % 2 or args.ensemble < 1:
+        ap.error("--epochs and --ensemble must be at least 1, --d-model even and at least 2 (2 heads)")
+    if not 0 <= args.dropout < 1 or args.cross_ff < 0 or args.input_noise < 0:
+        ap.error("--dropout must be in [0, 1); --cross-ff and --input-noise must not be negative")
 
     random.seed(args.seed)
     np.random.seed(args.seed)

@@ -1,0 +1,733 @@
+#!/usr/bin/env python3
+"""Trains, exports and evaluates the predictor's model from the committed contention data.
+
+Why: the predictor service (Rust, tract) serves an ONNX model whose contract is
+`predictor/MODEL_INTERFACE.md`. This script is the one command that rebuilds everything on the
+Python side of that contract from `predictor/data/` (written by `scripts/collect_contention.py`):
+
+  * the features of every telemetry sample, computed exactly as the interface table says;
+  * windows of T=8 samples for every workload of one host (experiment), with next-interval usage
+    and the measured slowdown of the next interval as targets;
+  * a small transformer encoder (attention across time per workload, then across the workloads
+    of one host under the `present` mask), with the normalisation constants baked into the graph
+    and the counterfactual `slowdown_without` matrix computed inside the graph;
+  * the ONNX export (opset 17, fixed shapes), checked against PyTorch with onnxruntime;
+  * the sidecar, `reference.json` (a held-out input and its PyTorch outputs) and the evaluation on
+    held-out experiments against baselines, written to `predictor/model/metrics.json`,
+    `predictor/MODEL_CARD.md` and `docs/BENCHMARKS.md`.
+
+Seeded: the same data and the same seed give the same model and the same table.
+"""
+
+import argparse
+import csv
+import datetime
+import gzip
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import sys
+from collections import defaultdict
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F_nn
+
+WINDOW = 8
+SLOTS = 32
+INTERVAL_MS = 1000
+INTERFACE = 1
+MIB = float(1 << 20)
+FEATURE_NAMES = [
+    "cpu_cores", "memory_log_mib", "disk_read_log_mibps", "disk_write_log_mibps", "net_rx_log_mibps",
+    "net_tx_log_mibps", "psi_cpu_some", "psi_cpu_full", "psi_memory_some", "psi_memory_full", "psi_io_some",
+    "psi_io_full", "psi_present", "task_clock_cores", "context_switches_log_k", "page_faults_log_k", "ipc",
+    "llc_mpki", "hardware_counters_present",
+]
+NUM_FEATURES = len(FEATURE_NAMES)
+USAGE = 6
+EWMA_ALPHA = 0.5
+# Held-out experiments: every fourth one, never used to fit the model or any baseline.
+HELD_OUT_EVERY = 4
+
+
+def fnum(v):
+    """A CSV cell as a float, or None where the sample had null."""
+    return None if v in ("", None) else float(v)
+
+
+NUMERIC_SAMPLE_COLUMNS = [
+    "cpu_millicores", "memory_bytes", "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps",
+    "psi_cpu_some", "psi_cpu_full", "psi_memory_some", "psi_memory_full", "psi_io_some", "psi_io_full",
+    "instructions", "cycles", "llc_misses", "task_clock_ms", "context_switches", "page_faults",
+]
+
+
+def features_of(row):
+    """The 19 features of one sample, per the table in predictor/MODEL_INTERFACE.md."""
+    z = lambda v: 0.0 if v is None or not math.isfinite(v) else v
+    lg = lambda v, scale: math.log1p(max(z(v), 0.0) / scale)
+    g = {k: fnum(row.get(k)) for k in NUMERIC_SAMPLE_COLUMNS}
+    instr, cycles, llc = g.get("instructions"), g.get("cycles"), g.get("llc_misses")
+    ipc = instr / cycles if instr is not None and cycles is not None and cycles > 0 else 0.0
+    mpki = llc / (instr / 1000.0) if llc is not None and instr is not None and instr > 0 else 0.0
+    return [
+        z(g["cpu_millicores"]) / 1000.0,
+        lg(g["memory_bytes"], MIB),
+        lg(g["disk_read_bps"], MIB),
+        lg(g["disk_write_bps"], MIB),
+        lg(g["net_rx_bps"], MIB),
+        lg(g["net_tx_bps"], MIB),
+        z(g["psi_cpu_some"]) / 100.0,
+        z(g["psi_cpu_full"]) / 100.0,
+        z(g["psi_memory_some"]) / 100.0,
+        z(g["psi_memory_full"]) / 100.0,
+        z(g["psi_io_some"]) / 100.0,
+        z(g["psi_io_full"]) / 100.0,
+        0.0 if row["psi_source"] == "unavailable" else 1.0,
+        z(g["task_clock_ms"]) / 1000.0,
+        lg(g["context_switches"], 1000.0),
+        lg(g["page_faults"], 1000.0),
+        ipc,
+        mpki,
+        1.0 if row["counter_source"] == "hardware" else 0.0,
+    ]
+
+
+def read_csv_gz(path):
+    with gzip.open(path, "rt", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+class Host:
+    """One experiment: its workloads' feature series and the measured slowdown per segment."""
+
+    def __init__(self, experiment, samples, segments):
+        self.experiment = experiment
+        self.workloads = sorted({r["workload"] for r in samples})
+        ticks = sorted({int(r["t"]) for r in samples})
+        self.ticks = ticks
+        index = {t: i for i, t in enumerate(ticks)}
+        self.x = np.zeros((len(self.workloads), len(ticks), NUM_FEATURES), dtype=np.float32)
+        for r in samples:
+            self.x[self.workloads.index(r["workload"]), index[int(r["t"])]] = features_of(r)
+        self.load = np.zeros(len(ticks), dtype=np.float32)
+        for r in samples:
+            self.load[index[int(r["t"])]] = float(r["loadavg1"])
+        # Per workload: the segments as (start, end, slowdown or None when inactive/unlabelled).
+        self.segments = defaultdict(list)
+        for s in segments:
+            sd = fnum(s["slowdown"]) if s["active"] == "1" else None
+            self.segments[s["workload"]].append((float(s["start_t"]), float(s["end_t"]), sd, int(s["segment"])))
+
+    def slowdown_over(self, workload, t0, t1):
+        """The measured slowdown of the segment holding the middle of (t0, t1], if labelled."""
+        mid = (t0 + t1) / 2
+        for start, end, sd, _ in self.segments[workload]:
+            if start <= mid < end:
+                return sd
+        return None
+
+    def segment_at(self, workload, t):
+        mid = t - 0.5
+        for start, end, _, seg in self.segments[workload]:
+            if start <= mid < end:
+                return seg
+        return -1
+
+    def last_measured(self, workload, t):
+        """Slowdowns measured in segments that ended by tick t, oldest first: all a real
+        system could know at t (a segment's throughput is known only once it ends)."""
+        return [sd for start, end, sd, _ in sorted(self.segments[workload]) if end <= t and sd is not None]
+
+
+def load_hosts(data_dir):
+    for name in ["samples.csv.gz", "segments.csv.gz", "collection.json"]:
+        if not os.path.isfile(os.path.join(data_dir, name)):
+            sys.exit(f"{data_dir} has no {name}: not a data set written by scripts/collect_contention.py")
+    samples = read_csv_gz(os.path.join(data_dir, "samples.csv.gz"))
+    segments = read_csv_gz(os.path.join(data_dir, "segments.csv.gz"))
+    if not samples:
+        sys.exit(f"{data_dir}/samples.csv.gz holds no samples")
+    by_exp = defaultdict(list)
+    seg_by_exp = defaultdict(list)
+    for r in samples:
+        by_exp[int(r["experiment"])].append(r)
+    for s in segments:
+        seg_by_exp[int(s["experiment"])].append(s)
+    return [Host(e, by_exp[e], seg_by_exp[e]) for e in sorted(by_exp)]
+
+
+def make_windows(hosts, slots):
+    """Every host window: features [slots, T, F], present [slots], targets, and what the
+    baselines need. A window ends at a tick t and its targets are at t + 1."""
+    out = defaultdict(list)
+    for h in hosts:
+        n = len(h.workloads)
+        if n > slots:
+            raise ValueError(f"experiment {h.experiment} has {n} workloads, more than {slots} slots")
+        for i in range(len(h.ticks) - 1):
+            t = h.ticks[i]
+            x = np.zeros((slots, WINDOW, NUM_FEATURES), dtype=np.float32)
+            idx = [max(j, 0) for j in range(i - WINDOW + 1, i + 1)]  # left-pad with the oldest
+            x[:n] = h.x[:, idx]
+            present = np.zeros(slots, dtype=np.float32)
+            present[:n] = 1
+            usage_next = np.zeros((slots, USAGE), dtype=np.float32)
+            usage_next[:n] = h.x[:, i + 1, :USAGE]
+            sd = np.ones(slots, dtype=np.float32)
+            sd_mask = np.zeros(slots, dtype=np.float32)
+            last_sd = np.ones(slots, dtype=np.float32)
+            ewma_sd = np.ones(slots, dtype=np.float32)
+            change = np.zeros(slots, dtype=np.float32)
+            for k, w in enumerate(h.workloads):
+                v = h.slowdown_over(w, t, h.ticks[i + 1])
+                if v is not None and v > 0:
+                    sd[k], sd_mask[k] = v, 1
+                past = h.last_measured(w, t)
+                if past:
+                    last_sd[k] = past[-1]
+                    e = 1.0
+                    for p in past:
+                        e = EWMA_ALPHA * p + (1 - EWMA_ALPHA) * e
+                    ewma_sd[k] = e
+                change[k] = float(h.segment_at(w, t) != h.segment_at(w, h.ticks[i + 1]))
+            out["x"].append(x)
+            out["present"].append(present)
+            out["usage"].append(usage_next)
+            out["sd"].append(sd)
+            out["sd_mask"].append(sd_mask)
+            out["last_sd"].append(last_sd)
+            out["ewma_sd"].append(ewma_sd)
+            out["change"].append(change)
+            out["experiment"].append(h.experiment)
+            out["load"].append(h.load[i])
+    return {k: np.array(v) for k, v in out.items()}
+
+
+# --- the model ---
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the middle axis of [B, L, d], keys masked additively.
+    Written with matmul and softmax only, so the ONNX graph uses operators every runtime has."""
+
+    def __init__(self, d, heads):
+        super().__init__()
+        self.h, self.dh = heads, d // heads
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+
+    def forward(self, x, key_bias=None):
+        b, l, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=-1)
+        q = q.reshape(b, l, self.h, self.dh).transpose(1, 2)
+        k = k.reshape(b, l, self.h, self.dh).transpose(1, 2)
+        v = v.reshape(b, l, self.h, self.dh).transpose(1, 2)
+        scores = torch.matmul(q, k.transpose(2, 3)) * (1.0 / math.sqrt(self.dh))
+        if key_bias is not None:
+            scores = scores + key_bias[:, None, None, :]
+        att = torch.softmax(scores, dim=-1)
+        y = torch.matmul(att, v).transpose(1, 2).reshape(b, l, d)
+        return self.out(y)
+
+    def forward_masks(self, x, key_bias):
+        """The same for one sequence x [1, L, d] under M key masks key_bias [M, L] -> [M, L, d].
+        Queries, keys, values and scores do not depend on the mask, so they are computed once
+        and only the softmax and what follows run per mask: serving's counterfactual rows."""
+        _, l, d = x.shape
+        m = key_bias.shape[0]
+        q, k, v = self.qkv(x).split(d, dim=-1)
+        q = q.reshape(1, l, self.h, self.dh).transpose(1, 2)
+        k = k.reshape(1, l, self.h, self.dh).transpose(1, 2)
+        v = v.reshape(1, l, self.h, self.dh).transpose(1, 2)
+        scores = torch.matmul(q, k.transpose(2, 3)) * (1.0 / math.sqrt(self.dh))  # [1, h, L, L]
+        att = torch.softmax(scores + key_bias[:, None, None, :], dim=-1)  # [M, h, L, L]
+        y = torch.matmul(att, v.expand(m, -1, -1, -1)).transpose(1, 2).reshape(m, l, d)
+        return self.out(y)
+
+
+class Block(nn.Module):
+    """A pre-norm transformer encoder layer."""
+
+    def __init__(self, d, heads, ff, dropout):
+        super().__init__()
+        self.n1, self.n2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.att = Attention(d, heads)
+        # ff = 0: attention only, for the cross-workload stage that serving runs 33 times.
+        self.ff = nn.Sequential(nn.Linear(d, ff), nn.GELU(approximate="tanh"), nn.Linear(ff, d)) if ff else None
+        self.drop = nn.Dropout(dropout)  # training only; the exported graph is in eval mode
+
+    def forward(self, x, key_bias=None):
+        x = x + self.drop(self.att(self.n1(x), key_bias))
+        return self.feed_forward(x)
+
+    def feed_forward(self, x):
+        if self.ff is None:
+            return x
+        return x + self.drop(self.ff(self.n2(x)))
+
+    def forward_masks(self, x, key_bias):
+        """x [1, L, d] under M key masks -> [M, L, d], equal to forward(x.expand(M, ...), key_bias)."""
+        return self.feed_forward(x + self.att.forward_masks(self.n1(x), key_bias))
+
+
+class Predictor(nn.Module):
+    """Per-workload projection and attention across time, pooling, then attention across the
+    host's workloads (no position across slots), with heads for usage and slowdown."""
+
+    def __init__(self, mean, std, d=32, heads=2, ff=64, dropout=0.1, input_noise=0.0, cross_ff=64):
+        super().__init__()
+        self.input_noise = input_noise
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+        self.proj = nn.Linear(NUM_FEATURES, d)
+        self.time_pos = nn.Parameter(torch.zeros(WINDOW, d))
+        self.temporal = Block(d, heads, ff, dropout)
+        self.pool = nn.Linear(2 * d, d)
+        self.cross = Block(d, heads, cross_ff, dropout)
+        self.norm = nn.LayerNorm(d)
+        self.others_proj = nn.Linear(d, d)
+        self.usage_head = nn.Linear(3 * d, USAGE)
+        self.slowdown_head = nn.Sequential(nn.Linear(3 * d, d), nn.GELU(approximate="tanh"), nn.Linear(d, 1))
+        # Start from "next usage = last usage", the strong baseline, and learn corrections to it.
+        nn.init.zeros_(self.usage_head.weight)
+        nn.init.zeros_(self.usage_head.bias)
+
+    def encode(self, x):
+        """x [B, N, T, F] raw features -> per-workload summaries [B, N, d]."""
+        b, n, t, f = x.shape
+        z = (x - self.mean) / self.std
+        if self.training and self.input_noise > 0:
+            # Jitter in units of each feature's spread: a few experiments are easy to memorise
+            # by their exact levels, and the noise makes the model rely on coarser patterns.
+            z = z + self.input_noise * torch.randn_like(z)
+        h = self.proj(z.reshape(b * n, t, f)) + self.time_pos
+        h = self.temporal(h)
+        pooled = torch.cat([h[:, -1], h.mean(dim=1)], dim=-1)
+        return self.pool(pooled).reshape(b, n, -1)
+
+    def across(self, h, present):
+        """h [B, N, d], present [B, N] -> cross-workload summaries [B, N, 3d]: the workload's own
+        summary, what attention to the host's workloads gives it, and the sum over its present
+        co-runners. Attention averages, so it cannot tell two co-runners from four; contention
+        grows with the total demand, which the sum carries."""
+        key_bias = (1.0 - present) * -1e4
+        c = self.norm(self.cross(h, key_bias))
+        mask = present.unsqueeze(-1)
+        others = (h * mask).sum(dim=1, keepdim=True) - h * mask
+        return torch.cat([h, c, self.others_proj(others)], dim=-1)
+
+    def across_masks(self, h, masks):
+        """h [1, N, d] under M present masks [M, N] -> [M, N, 3d], equal to
+        across(h.expand(M, ...), masks) with the mask-independent work done once."""
+        m = masks.shape[0]
+        c = self.norm(self.cross.forward_masks(h, (1.0 - masks) * -1e4))
+        others = torch.matmul(masks, h[0]).unsqueeze(1) - h * masks.unsqueeze(-1)  # [M, N, d]
+        return torch.cat([h.expand(m, -1, -1), c, self.others_proj(others)], dim=-1)
+
+    def slowdown(self, c):
+        return 1.0 + F_nn.softplus(self.slowdown_head(c).squeeze(-1))
+
+    def usage(self, c, x):
+        # A residual on the last observed usage, scaled by the usage features' spread.
+        return x[:, :, -1, :USAGE] + self.usage_head(c) * self.std[:USAGE]
+
+    def forward(self, x, present):
+        """Training form: x [B, N, T, F], present [B, N] -> usage [B, N, 6], slowdown [B, N]."""
+        c = self.across(self.encode(x), present)
+        return self.usage(c, x), self.slowdown(c)
+
+
+def train_member(tr, mean, std, args, seed):
+    """Trains one model of the ensemble on the training windows, from its own seed."""
+    torch.manual_seed(seed)
+    model = Predictor(mean, std, d=args.d_model, dropout=args.dropout, input_noise=args.input_noise,
+                      cross_ff=args.cross_ff)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=args.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs)
+    tx = {k: torch.tensor(v) for k, v in tr.items() if k in ("x", "present", "usage", "sd", "sd_mask")}
+    n_train = tx["x"].shape[0]
+    ustd = torch.tensor(std[:USAGE])
+    gen = torch.Generator().manual_seed(seed)
+    for epoch in range(args.epochs):
+        model.train()
+        perm = torch.randperm(n_train, generator=gen)
+        total = 0.0
+        for i in range(0, n_train, 64):
+            b = perm[i:i + 64]
+            usage, sd = model(tx["x"][b], tx["present"][b])
+            pres = tx["present"][b]
+            # L1, the error the table reports: next usage is often "same" or "jump", and a squared
+            # loss would settle between the two, worse than either.
+            u_err = torch.abs((usage - tx["usage"][b]) / ustd)
+            u_loss = (u_err.mean(-1) * pres).sum() / pres.sum()
+            m = tx["sd_mask"][b]
+            s_err = torch.abs(torch.log(sd) - torch.log(tx["sd"][b]))
+            s_loss = (s_err * m).sum() / m.sum().clamp(min=1)
+            loss = u_loss + 2.0 * s_loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(b)
+        sched.step()
+        if epoch % 40 == 0 or epoch == args.epochs - 1:
+            print(f"seed {seed} epoch {epoch}: loss {total / n_train:.4f}", flush=True)
+    return model.eval()
+
+
+class Ensemble(nn.Module):
+    """The mean of several independently seeded models: on data this small and noisy the
+    average forecast is steadier than any one member's."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x, present):
+        outs = [m(x, present) for m in self.members]
+        return (torch.stack([o[0] for o in outs]).mean(0), torch.stack([o[1] for o in outs]).mean(0))
+
+
+class ServingGraph(nn.Module):
+    """The exported form, per the interface: one host, and the counterfactual rows batched."""
+
+    def __init__(self, ensemble, slots):
+        super().__init__()
+        self.members = ensemble.members
+        self.register_buffer("keep", 1.0 - torch.eye(slots))
+
+    def forward(self, features, present):
+        x = features.unsqueeze(0)
+        n = present.shape[0]
+        masks = torch.cat([present.unsqueeze(0), present.unsqueeze(0) * self.keep], dim=0)  # [N+1, N]
+        usages, sds = [], []
+        for model in self.members:
+            h = model.encode(x)  # [1, N, d]
+            c = model.across_masks(h, masks)
+            sds.append(model.slowdown(c))
+            usages.append(model.usage(c[:1], x)[0])
+        usage = torch.stack(usages).mean(0)
+        sd = torch.stack(sds).mean(0)
+        return usage, sd[0], sd[1:]
+
+
+# --- baselines and metrics ---
+
+def mae(pred, true):
+    return float(np.mean(np.abs(pred - true)))
+
+
+def mape(pred, true):
+    return float(np.mean(np.abs(pred - true) / np.abs(true)) * 100.0)
+
+
+def ridge(a, y, lam=1.0):
+    a1 = np.hstack([a, np.ones((a.shape[0], 1))])
+    reg = lam * np.eye(a1.shape[1])
+    reg[-1, -1] = 0
+    return np.linalg.solve(a1.T @ a1 + reg, a1.T @ y)
+
+
+def ridge_predict(w, a):
+    return np.hstack([a, np.ones((a.shape[0], 1))]) @ w
+
+
+def regression_inputs(w, mean, std):
+    """Per present slot: its own window (normalised, flattened), plus the sum of its
+    co-runners' last-step features and their count: what a linear model can use of the host."""
+    x = (w["x"] - mean) / std
+    present = w["present"]
+    own = x.reshape(x.shape[0], x.shape[1], -1)
+    last = x[:, :, -1] * present[:, :, None]
+    others = last.sum(axis=1, keepdims=True) - last
+    count = (present.sum(axis=1, keepdims=True) - 1)[:, :, None].repeat(x.shape[1], axis=1)
+    return np.concatenate([own, others, count], axis=-1)
+
+
+def evaluate(name_to_pred, w):
+    """MAE and MAPE of slowdown (labelled slots) and of next usage (present slots)."""
+    sel = w["sd_mask"] > 0
+    chg = sel & (w["change"] > 0)
+    pres = w["present"] > 0
+    true_sd = w["sd"][sel]
+    true_u = w["usage"][pres]
+    busy = true_u[:, 0] >= 0.05
+    out = {}
+    for name, (sd, usage) in name_to_pred.items():
+        m = {}
+        if sd is not None:
+            m["slowdown_mae"] = mae(sd[sel], true_sd)
+            m["slowdown_mape_pct"] = mape(sd[sel], true_sd)
+            m["slowdown_mape_pct_at_phase_change"] = mape(sd[chg], w["sd"][chg]) if chg.any() else None
+        if usage is not None:
+            u = usage[pres]
+            m["cpu_cores_mae"] = mae(u[:, 0], true_u[:, 0])
+            m["cpu_cores_mape_pct"] = mape(u[busy, 0], true_u[busy, 0])
+            m["usage_mae"] = {FEATURE_NAMES[k]: mae(u[:, k], true_u[:, k]) for k in range(USAGE)}
+        out[name] = m
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="predictor/data")
+    ap.add_argument("--out", default="predictor/model")
+    ap.add_argument("--version", default=None,
+                    help="model version (default: tf-<date of the data>-<n experiments>e-<hash of the ONNX file>)")
+    ap.add_argument("--seed", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--d-model", type=int, default=16)
+    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--cross-ff", type=int, default=32,
+                    help="feed-forward width of the cross-workload layer (0: none; it runs once per slot mask)")
+    ap.add_argument("--input-noise", type=float, default=0.0, help="training-time input jitter, in feature spreads")
+    ap.add_argument("--ensemble", type=int, default=1, help="models averaged inside the exported graph")
+    ap.add_argument("--tune", action="store_true",
+                    help="evaluate on validation experiments carved out of the training ones (ids 1, 5, 9, ...) "
+                         "and export nothing: for choosing settings without looking at the held-out set")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (more than one is slower for a model this small on a busy host)")
+    ap.add_argument("--card", default="predictor/MODEL_CARD.md")
+    ap.add_argument("--benchmarks", default="docs/BENCHMARKS.md")
+    ap.add_argument("--predictions", default=None, help="also save held-out predictions here (.npz) for analysis")
+    ap.add_argument("--no-docs", action="store_true", help="do not rewrite the model card and benchmarks table")
+    args = ap.parse_args()
+    if args.epochs < 1 or args.d_model < 2 or args.d_model % 2 or args.ensemble < 1:
+        ap.error("--epochs and --ensemble must be at least 1, --d-model even and at least 2 (2 heads)")
+    if not 0 <= args.dropout < 1 or args.cross_ff < 0 or args.input_noise < 0:
+        ap.error("--dropout must be in [0, 1); --cross-ff and --input-noise must not be negative")
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True)
+
+    hosts = load_hosts(args.data)
+    train_hosts = [h for h in hosts if h.experiment % HELD_OUT_EVERY != HELD_OUT_EVERY - 1]
+    test_hosts = [h for h in hosts if h.experiment % HELD_OUT_EVERY == HELD_OUT_EVERY - 1]
+    if args.tune:
+        test_hosts = [h for h in train_hosts if h.experiment % HELD_OUT_EVERY == 1]
+        train_hosts = [h for h in train_hosts if h.experiment % HELD_OUT_EVERY != 1]
+    if not train_hosts or not test_hosts:
+        sys.exit(f"need experiments for both training and held-out evaluation; have {len(hosts)}")
+    train_slots = max(len(h.workloads) for h in hosts)
+    tr = make_windows(train_hosts, train_slots)
+    te = make_windows(test_hosts, train_slots)
+
+    # Normalisation from the training data's present slots only; flags and constant features
+    # keep a scale of 1 so they pass through unchanged.
+    flat = tr["x"][tr["present"] > 0].reshape(-1, NUM_FEATURES)
+    mean = flat.mean(axis=0)
+    std = flat.std(axis=0)
+    std = np.where(std < 1e-3, 1.0, std).astype(np.float32)
+    mean = mean.astype(np.float32)
+
+    members = []
+    for k in range(args.ensemble):
+        members.append(train_member(tr, mean, std, args, seed=args.seed + 1000 * k))
+    model = Ensemble(members).eval()
+    n_train = tr["x"].shape[0]
+    with torch.no_grad():
+        tf_usage, tf_sd = model(torch.tensor(te["x"]), torch.tensor(te["present"]))
+    tf_usage, tf_sd = tf_usage.numpy(), tf_sd.numpy()
+
+    # Baselines.
+    last_usage = te["x"][:, :, -1, :USAGE]
+    ewma_usage = te["x"][:, :, 0, :USAGE].copy()
+    for k in range(1, WINDOW):
+        ewma_usage = EWMA_ALPHA * te["x"][:, :, k, :USAGE] + (1 - EWMA_ALPHA) * ewma_usage
+    a_tr, a_te = regression_inputs(tr, mean, std), regression_inputs(te, mean, std)
+    ptr = tr["present"] > 0
+    w_usage = ridge(a_tr[ptr], tr["usage"][ptr])
+    lin_usage = ridge_predict(w_usage, a_te.reshape(-1, a_te.shape[-1])).reshape(*a_te.shape[:2], USAGE)
+    ltr = tr["sd_mask"] > 0
+    w_sd = ridge(a_tr[ltr], np.log(tr["sd"][ltr]))
+    lin_sd = np.maximum(np.exp(ridge_predict(w_sd, a_te.reshape(-1, a_te.shape[-1]))).reshape(a_te.shape[:2]), 1.0)
+    if args.predictions:
+        np.savez_compressed(args.predictions, tf_sd=tf_sd, lin_sd=lin_sd, **te)
+    metrics = evaluate({
+        "transformer": (tf_sd, tf_usage),
+        "last_value": (te["last_sd"], last_usage),
+        "ewma": (te["ewma_sd"], ewma_usage),
+        "linear_regression": (lin_sd, lin_usage),
+    }, te)
+    if args.tune:
+        for name, r in metrics.items():
+            print(f"validation {name}: slowdown MAE {r['slowdown_mae']:.3f} MAPE {r['slowdown_mape_pct']:.1f}% "
+                  f"cpu MAE {r['cpu_cores_mae']:.3f}")
+        return
+
+    # Export.
+    os.makedirs(args.out, exist_ok=True)
+    data_params = json.load(open(os.path.join(args.data, "collection.json")))
+    started = min(r["started_unix"] for r in data_params["runs"])
+    date = datetime.datetime.fromtimestamp(started, datetime.timezone.utc).strftime("%Y-%m-%d")
+    serving = ServingGraph(model, SLOTS).eval()
+    # The reference input: the held-out window with the most labelled co-located slots,
+    # placed in scattered slots of the 32 to exercise the mask.
+    best = int(np.argmax(te["sd_mask"].sum(1) * 10 + te["present"].sum(1) + (te["sd"] * te["sd_mask"]).sum(1) / 100))
+    feats = np.zeros((SLOTS, WINDOW, NUM_FEATURES), dtype=np.float32)
+    present = np.zeros(SLOTS, dtype=np.float32)
+    where = [3, 10, 17, 29][: int(te["present"][best].sum())]
+    for src, dst in enumerate(where):
+        feats[dst] = te["x"][best, src]
+        present[dst] = 1
+    ft, pt = torch.tensor(feats), torch.tensor(present)
+    with torch.no_grad():
+        ref_usage, ref_sd, ref_without = serving(ft, pt)
+    # The serving graph (32 scattered slots) must agree with the training form (packed slots).
+    n_ref = len(where)
+    with torch.no_grad():
+        u_train, s_train = model(torch.tensor(te["x"][best:best + 1, :n_ref]), torch.tensor(te["present"][best:best + 1, :n_ref]))
+    gap = max(float((u_train[0] - ref_usage[where]).abs().max()), float((s_train[0] - ref_sd[where]).abs().max()))
+    # And its counterfactual rows must equal the plain computation with each slot's present flag
+    # cleared (the serving graph shares the mask-independent work between rows).
+    with torch.no_grad():
+        for j in where:
+            cleared = pt.clone()
+            cleared[j] = 0
+            _, s_plain = model(ft.unsqueeze(0), cleared.unsqueeze(0))
+            keep = cleared > 0
+            gap = max(gap, float((s_plain[0][keep] - ref_without[j][keep]).abs().max()))
+    if gap > 1e-4:
+        raise SystemExit(f"the serving graph differs from the trained model by {gap}")
+    onnx_path = os.path.join(args.out, "entente-predictor.onnx")
+    torch.onnx.export(serving, (ft, pt), onnx_path, input_names=["features", "present"],
+                      output_names=["usage", "slowdown", "slowdown_without"], opset_version=17, dynamo=False)
+    check = check_onnx(onnx_path, serving, te, where)
+    # The version names the exact graph: the export is deterministic, so its hash is too.
+    with open(onnx_path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:8]
+    version = args.version or f"tf-{date}-{len(hosts)}e-{digest}"
+
+    # The serving graph must agree with the training form on every held-out window.
+    sidecar = {"interface": INTERFACE, "version": version, "window": WINDOW, "slots": SLOTS,
+               "features": NUM_FEATURES, "interval_ms": INTERVAL_MS, "feature_names": FEATURE_NAMES,
+               "trained_on": f"{len(train_hosts)} experiments ({n_train} host windows) of predictor/data, "
+                             f"collected {date}; held out: {len(test_hosts)} experiments"}
+    with open(os.path.join(args.out, "entente-predictor.json"), "w") as f:
+        json.dump(sidecar, f, indent=1)
+        f.write("\n")
+    ref = {"version": version, "experiment": int(te["experiment"][best]), "slots_used": where,
+           "tolerance": 1e-4,
+           "inputs": {"features": feats.tolist(), "present": present.tolist()},
+           "outputs": {"usage": ref_usage.numpy().tolist(), "slowdown": ref_sd.numpy().tolist(),
+                       "slowdown_without": ref_without.numpy().tolist()}}
+    with open(os.path.join(args.out, "reference.json"), "w") as f:
+        json.dump(ref, f, separators=(",", ":"))
+        f.write("\n")
+
+    n_params = sum(p.numel() for p in model.parameters())
+    summary = {
+        "version": version, "seed": args.seed, "epochs": args.epochs, "parameters": n_params,
+        "onnx_bytes": os.path.getsize(onnx_path), "onnx_vs_pytorch_max_abs_diff": check,
+        "train": {"experiments": [h.experiment for h in train_hosts], "host_windows": int(n_train),
+                  "labelled_slowdowns": int(tr["sd_mask"].sum())},
+        "held_out": {"experiments": [h.experiment for h in test_hosts], "host_windows": int(te["x"].shape[0]),
+                     "labelled_slowdowns": int(te["sd_mask"].sum()),
+                     "labelled_at_phase_change": int(((te["sd_mask"] > 0) & (te["change"] > 0)).sum()),
+                     "slowdown_label_range": [float(te["sd"][te["sd_mask"] > 0].min()),
+                                              float(te["sd"][te["sd_mask"] > 0].max())]},
+        "background_load": {"loadavg1_mean": float(np.mean([h.load.mean() for h in hosts])),
+                            "loadavg1_max": float(max(h.load.max() for h in hosts))},
+        "metrics": metrics,
+    }
+    sd_base = {k: v["slowdown_mae"] for k, v in metrics.items() if k != "transformer"}
+    best_base = min(sd_base, key=sd_base.get)
+    improvement = 1 - metrics["transformer"]["slowdown_mae"] / sd_base[best_base]
+    summary["targets"] = {
+        "best_slowdown_baseline": best_base,
+        "slowdown_mae_improvement_over_best_baseline_pct": improvement * 100,
+        "beats_best_baseline_by_30pct": bool(improvement >= 0.30),
+        "slowdown_mape_under_10pct": bool(metrics["transformer"]["slowdown_mape_pct"] < 10.0),
+    }
+    with open(os.path.join(args.out, "metrics.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+        f.write("\n")
+    table = accuracy_table(summary)
+    print(table)
+    if not args.no_docs:
+        write_section(args.card, "accuracy", table)
+        write_section(args.benchmarks, "predictor-accuracy", table)
+
+
+def check_onnx(path, serving, te, where):
+    """Runs the ONNX file with onnxruntime on held-out windows and returns the largest absolute
+    difference from PyTorch over all three outputs. Fails loudly above 1e-4."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for i in range(0, te["x"].shape[0], max(1, te["x"].shape[0] // 20)):
+        feats = np.zeros((SLOTS, WINDOW, NUM_FEATURES), dtype=np.float32)
+        present = np.zeros(SLOTS, dtype=np.float32)
+        n = int(te["present"][i].sum())
+        for src, dst in enumerate(where[:n] if len(where) >= n else range(n)):
+            feats[dst], present[dst] = te["x"][i, src], 1
+        got = sess.run(None, {"features": feats, "present": present})
+        with torch.no_grad():
+            want = serving(torch.tensor(feats), torch.tensor(present))
+        for g, w in zip(got, want):
+            keep = present > 0
+            g, w = np.asarray(g), w.numpy()
+            if g.ndim == 2 and g.shape[0] == SLOTS and g.shape[1] == SLOTS:
+                g, w = g[keep][:, keep], w[keep][:, keep]
+            else:
+                g, w = g[keep], w[keep]
+            worst = max(worst, float(np.max(np.abs(g - w))))
+    if worst > 1e-4:
+        raise SystemExit(f"ONNX and PyTorch differ by {worst} on held-out windows")
+    print(f"onnxruntime matches PyTorch: max abs diff {worst:.2e}")
+    return worst
+
+
+def fmt(v, digits=3):
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def accuracy_table(s):
+    m = s["metrics"]
+    rows = ["| model | slowdown MAE | slowdown MAPE % | slowdown MAPE % at phase changes | cpu cores MAE | cpu MAPE % (≥0.05 cores) | memory log-MiB MAE |",
+            "|---|---|---|---|---|---|---|"]
+    for name in ["transformer", "last_value", "ewma", "linear_regression"]:
+        r = m[name]
+        rows.append(f"| {name} | {fmt(r['slowdown_mae'])} | {fmt(r['slowdown_mape_pct'], 1)} | "
+                    f"{fmt(r['slowdown_mape_pct_at_phase_change'], 1)} | {fmt(r['cpu_cores_mae'])} | "
+                    f"{fmt(r['cpu_cores_mape_pct'], 1)} | {fmt(r['usage_mae']['memory_log_mib'])} |")
+    t = s["targets"]
+    h = s["held_out"]
+    rows.append("")
+    rows.append(f"Model `{s['version']}`, {s['parameters']} parameters, ONNX {s['onnx_bytes']} bytes. "
+                f"Held out: experiments {h['experiments']} ({h['host_windows']} host windows, "
+                f"{h['labelled_slowdowns']} labelled slowdowns, {h['labelled_at_phase_change']} of them at a phase "
+                f"change; labels {h['slowdown_label_range'][0]:.2f}–{h['slowdown_label_range'][1]:.2f}). "
+                f"Transformer vs best slowdown baseline ({t['best_slowdown_baseline']}): "
+                f"{t['slowdown_mae_improvement_over_best_baseline_pct']:.1f}% lower MAE "
+                f"(target ≥ 30%: {'met' if t['beats_best_baseline_by_30pct'] else 'NOT met'}); "
+                f"slowdown MAPE target < 10%: {'met' if t['slowdown_mape_under_10pct'] else 'NOT met'}. "
+                f"ONNX (onnxruntime) vs PyTorch max abs difference: {s['onnx_vs_pytorch_max_abs_diff']:.1e}. "
+                f"Reproduce: `scripts/train-predictor.sh`.")
+    return "\n".join(rows)
+
+
+def write_section(path, name, body):
+    """Replaces the text between `<!-- name:begin -->` and `<!-- name:end -->` in path."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = open(path).read() if os.path.exists(path) else ""
+    block = f"{begin}\n{body}\n{end}"
+    if begin in text and end in text:
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        raise SystemExit(f"{path} has no {begin} ... {end} section to write the table into")
+    with open(path, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()

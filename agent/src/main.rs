@@ -67,7 +67,7 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-            rt.block_on(runtime::run(settings, shutdown_signal())).map_err(|e| e.to_string())
+            rt.block_on(async { runtime::run(settings, shutdown_signal()).await }).map_err(|e| e.to_string())
         }),
     };
     match result {

@@ -94,15 +94,19 @@ for h in s.get("hosts", []):
 summary() { status_json | python3 -c "$summarise" 2>/dev/null; }
 field() { awk -v k="$1" '$1 == k { $1 = ""; sub(/^ /, ""); print; exit }'; }
 
-# Waits until every workload named has an allocation decided, for at most $1 seconds from $2.
+# Waits at most $1 seconds from $2 until each workload named (host.workload) has an allocation and
+# its host a decision in a round later than $3.
 wait_for_decisions() {
-  local limit="$1" since="$2"; shift 2
-  local s missing
+  local limit="$1" since="$2" after="$3"; shift 3
+  local s missing round
   while true; do
     s="$(summary || true)"
     missing=""
     for w in "$@"; do
-      echo "$s" | grep -q "^alloc\.$w " || missing="$missing $w"
+      round="$(echo "$s" | field "round.${w%%.*}")"
+      if ! echo "$s" | grep -q "^alloc\.$w " || ! [[ "$round" =~ ^[0-9]+$ ]] || [ "$round" -le "$after" ]; then
+        missing="$missing $w"
+      fi
     done
     [ -z "$missing" ] && { echo "$s"; return 0; }
     if [ $((SECONDS - since)) -ge "$limit" ]; then
@@ -114,7 +118,7 @@ wait_for_decisions() {
 }
 
 say "1. waiting (at most 30 s) for decisions for the demo workloads"
-s="$(wait_for_decisions 30 "$up_at" host-1.redis host-2.cache host-2.report-job)"
+s="$(wait_for_decisions 30 "$up_at" 0 host-1.redis host-2.cache host-2.report-job)"
 say "decisions after $((SECONDS - up_at)) s: $(echo "$s" | grep '^alloc' | tr '\n' ';')"
 
 redis_container="$(compose ps -q redis)"
@@ -134,9 +138,10 @@ done
 say "redis limits before the antagonists: $settled"
 
 say "2. starting the antagonists"
+round_before="$(summary | field round.host-1)"
 compose up -d antagonist-cpu antagonist-mem
 antagonists_at=$SECONDS
-wait_for_decisions 45 "$antagonists_at" host-1.antagonist-cpu host-1.antagonist-mem >/dev/null
+wait_for_decisions 45 "$antagonists_at" "$round_before" host-1.antagonist-cpu host-1.antagonist-mem >/dev/null
 say "the agent found the antagonists; decisions after $((SECONDS - antagonists_at)) s"
 changed=""
 while [ $((SECONDS - antagonists_at)) -lt 60 ]; do

@@ -183,5 +183,9 @@ $(docker network ls -q --filter "label=com.docker.compose.project=$project")"
 if [ -n "$(echo "$left" | tr -d '[:space:]')" ]; then
   fail "left behind after down -v: $(echo "$left" | tr '\n' ' ')"
 fi
+# host-2's agent made cgroups for the workloads it started; stopping it must have removed them.
+if leftover="$(ls -d /sys/fs/cgroup/*/entente-host-2 /sys/fs/cgroup/entente-host-2 2>/dev/null)"; then
+  fail "cgroups of host-2's workloads left behind: $leftover"
+fi
 say "nothing of project $project is left"
 say "compose end-to-end test passed in $((SECONDS - build_start)) s (images built in the first part)"

@@ -138,7 +138,8 @@ done
 say "redis limits before the antagonists: $settled"
 
 say "2. starting the antagonists"
-round_before="$(summary | field round.host-1)"
+round_before="$( (summary || true) | field round.host-1)"
+[[ "$round_before" =~ ^[0-9]+$ ]] || fail "no decided round for host-1 in the status"
 compose up -d antagonist-cpu antagonist-mem
 antagonists_at=$SECONDS
 wait_for_decisions 45 "$antagonists_at" "$round_before" host-1.antagonist-cpu host-1.antagonist-mem >/dev/null
@@ -153,10 +154,11 @@ done
 say "redis limits changed $((SECONDS - antagonists_at)) s after the antagonists started: $changed"
 
 say "3. stopping the arbiter leader"
-s="$(summary)"
+s="$(summary || true)"
 leader="$(echo "$s" | field leader)"
 round_before="$(echo "$s" | field last_round)"
 host_round_before="$(echo "$s" | field round.host-1)"
+[[ "$host_round_before" =~ ^[0-9]+$ ]] || fail "no decided round for host-1 in the status"
 case "$leader" in 1|2|3) ;; *) fail "no arbiter leader in the status ($leader)";; esac
 compose stop -t 5 "arbiter-$leader"
 stopped_at=$SECONDS
@@ -166,7 +168,7 @@ while true; do
   new_leader="$(echo "$s" | field leader)"
   host_round="$(echo "$s" | field round.host-1)"
   if [ -n "$new_leader" ] && [ "$new_leader" != None ] && [ "$new_leader" != "$leader" ] &&
-     [ -n "$host_round" ] && [ "$host_round" != None ] && [ "$host_round" -gt "$((host_round_before + 2))" ]; then
+     [[ "$host_round" =~ ^[0-9]+$ ]] && [ "$host_round" -gt "$((host_round_before + 2))" ]; then
     break
   fi
   [ $((SECONDS - stopped_at)) -lt 30 ] || fail "no decisions from a new leader within 30 s (status: $(echo "$s" | tr '\n' ' '))"

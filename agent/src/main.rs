@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand};
 use entente_agent::config::FileSettings;
 use entente_agent::enforce::BackendKind;
 use entente_agent::runtime::{self, AgentSettings};
-use entente_protocol::cli::{init_logging, shutdown_signal, NatsArgs};
+use entente_protocol::cli::{init_logging, shutdown_signal, LogArgs, NatsArgs};
+use entente_protocol::metrics::MetricsArgs;
 use entente_protocol::HostId;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,9 +18,8 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(name = "entente-agent", version, about = "The entente per-host agent")]
 struct Cli {
-    /// Log as JSON lines instead of text.
-    #[arg(long, env = "ENTENTE_LOG_JSON", global = true)]
-    log_json: bool,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,6 +42,8 @@ struct RunArgs {
     host: Option<String>,
     #[command(flatten)]
     nats: NatsArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     /// Monitoring interval in milliseconds.
     #[arg(long, env = "ENTENTE_INTERVAL_MS")]
     interval_ms: Option<u64>,
@@ -55,20 +57,13 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_json, "info");
+    init_logging(cli.log.log_format, "info");
     let result = match cli.command {
         Command::Probe => {
             println!("{}", runtime::probe_report());
             Ok(())
         }
-        Command::Run(args) => settings(args).and_then(|settings| {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-            rt.block_on(async { runtime::run(settings, shutdown_signal()).await }).map_err(|e| e.to_string())
-        }),
+        Command::Run(args) => run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,6 +72,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run(args: RunArgs) -> Result<(), String> {
+    let metrics = args.metrics.clone();
+    let settings = settings(args)?;
+    // The endpoint gets a thread of its own (started outside the runtime), so a scrape never
+    // competes with the agent's two workers.
+    metrics.serve().map_err(|e| e.to_string())?;
+    entente_agent::metrics::describe();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    rt.block_on(async { runtime::run(settings, shutdown_signal()).await }).map_err(|e| e.to_string())
 }
 
 /// Resolves flags over environment (both via clap) over the file over defaults.

@@ -8,6 +8,7 @@
 //! lives in the runtime, so a slow bid never delays applying a decision.
 
 use crate::enforce::unix_ms_now;
+use crate::metrics as m;
 use crate::monitor::{Monitor, Sample};
 use crate::slo_probe;
 use crate::strategy::{self, BidInput, FallbackPredictor, Prediction};
@@ -25,7 +26,7 @@ use tokio::sync::mpsc;
 pub const STANDING_ROUNDS: u32 = 3;
 
 /// A forecast older than this many intervals is stale; the fallback predictor takes over.
-const FORECAST_FRESH_INTERVALS: u32 = 3;
+pub const FORECAST_FRESH_INTERVALS: u32 = 3;
 
 /// Something a negotiator reacts to.
 #[derive(Debug, Clone)]
@@ -91,6 +92,7 @@ impl Negotiator {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(workload = %self.id(), error = %e, "cannot sample workload");
+                metrics::counter!(m::SAMPLE_ERRORS).increment(1);
                 return;
             }
         };
@@ -103,6 +105,7 @@ impl Negotiator {
                 }
             }
         }
+        metrics::counter!(m::SAMPLES).increment(1);
         // The first sample of a monitor has no rates yet: nothing to publish or learn from.
         if let Some(interval) = sample.interval {
             self.fallback.observe(&sample.usage);
@@ -149,10 +152,18 @@ impl Negotiator {
             elapsed_s: self.started.elapsed().as_secs_f64(),
             round_ms: u64::from(round.interval_ms),
         };
+        let forecast = match input.prediction.source {
+            ForecastSource::Predictor { .. } => "predictor",
+            ForecastSource::Fallback => "fallback",
+        };
         let bid = strategy::make_bid(&input, uuid::Uuid::new_v4(), round.round, STANDING_ROUNDS);
         tracing::debug!(workload = %self.id(), round = round.round, bundles = bid.bundles.len(), "bidding");
-        if let Err(e) = self.bus.submit_bid(&bid).await {
-            tracing::warn!(workload = %self.id(), round = round.round, error = %e, "cannot submit bid");
+        match self.bus.submit_bid(&bid).await {
+            Ok(()) => metrics::counter!(m::BIDS_SENT, "forecast" => forecast).increment(1),
+            Err(e) => {
+                tracing::warn!(workload = %self.id(), round = round.round, error = %e, "cannot submit bid");
+                metrics::counter!(m::BID_ERRORS).increment(1);
+            }
         }
     }
 
@@ -184,6 +195,7 @@ impl Negotiator {
         if rejection.workload.as_ref() != Some(self.id()) {
             return;
         }
+        metrics::counter!(m::REJECTIONS_RECEIVED, "reason" => rejection.reason.as_str()).increment(1);
         match rejection.reason {
             RejectReason::Late => tracing::info!(workload = %self.id(), detail = %rejection.detail, "bid was late"),
             _ => tracing::warn!(

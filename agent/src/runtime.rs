@@ -10,6 +10,7 @@
 
 use crate::config::WorkloadConfig;
 use crate::enforce::{self, unix_ms_now, BackendKind, BlockDevice, Enforcer, TickReport};
+use crate::metrics as m;
 use crate::monitor::{self, cgroup::CgroupLayout};
 use crate::negotiator::{Event, Negotiator};
 use crate::workload::{self, ResolvedWorkload};
@@ -20,7 +21,7 @@ use entente_protocol::{
 };
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Everything the agent needs to run, resolved from flags, environment and file.
@@ -250,8 +251,13 @@ pub async fn run(settings: AgentSettings, shutdown: impl Future<Output = ()>) ->
             && !settings.workloads.iter().any(|c| c.id == config.id);
         active.admit(&bus, &settings, &mut enforcer, config, resolved, discovered).await;
     }
+    metrics::gauge!(m::WORKLOADS).set(negotiators.len() as f64);
+    let backend_name = enforcer.backend().name();
+    metrics::counter!(m::ENFORCEMENT_ERRORS, "backend" => backend_name).absolute(0);
     // Hold every workload at its guarantee until the first decision arrives.
-    log_report(&enforcer.tick(unix_ms_now()).await);
+    record_report(&enforcer.tick(unix_ms_now()).await, backend_name);
+    let forecast_fresh_for = settings.interval * crate::negotiator::FORECAST_FRESH_INTERVALS;
+    let mut last_forecast: Option<Instant> = None;
 
     let mut tick = tokio::time::interval(settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -266,7 +272,11 @@ pub async fn run(settings: AgentSettings, shutdown: impl Future<Output = ()>) ->
                 continue;
             }
             _ = tick.tick() => {
-                log_report(&enforcer.tick(unix_ms_now()).await);
+                record_report(&enforcer.tick(unix_ms_now()).await, backend_name);
+                if let Some(at) = last_forecast {
+                    metrics::gauge!(m::FORECAST_AGE).set(at.elapsed());
+                    metrics::gauge!(m::FORECAST_FRESH).set(if at.elapsed() <= forecast_fresh_for { 1.0 } else { 0.0 });
+                }
                 Event::Tick
             }
             Some(r) = rounds.next() => match r.message {
@@ -274,7 +284,11 @@ pub async fn run(settings: AgentSettings, shutdown: impl Future<Output = ()>) ->
                 Err(e) => { tracing::warn!(error = %e, "undecodable round announcement"); continue }
             },
             Some(f) = forecasts.next() => match f.message {
-                Ok(forecast) => Event::Forecast(Arc::new(forecast)),
+                Ok(forecast) => {
+                    metrics::counter!(m::FORECASTS_RECEIVED).increment(1);
+                    last_forecast = Some(Instant::now());
+                    Event::Forecast(Arc::new(forecast))
+                }
                 Err(e) => { tracing::warn!(error = %e, "undecodable forecast"); continue }
             },
             Some(r) = rejections.next() => match r.message {
@@ -283,7 +297,12 @@ pub async fn run(settings: AgentSettings, shutdown: impl Future<Output = ()>) ->
             },
             next = next_decision(&mut decisions) => match next {
                 Some(decision) if decision.host == settings.host => {
-                    log_report(&enforcer.on_decision(&decision, unix_ms_now()).await);
+                    metrics::counter!(m::DECISIONS_RECEIVED).increment(1);
+                    let report = enforcer.on_decision(&decision, unix_ms_now()).await;
+                    if !report.stale_decision && report.errors.is_empty() {
+                        metrics::counter!(m::DECISIONS_ENFORCED).increment(1);
+                    }
+                    record_report(&report, backend_name);
                     Event::Decision(Arc::new(decision))
                 }
                 Some(_) => continue,
@@ -308,13 +327,16 @@ pub async fn run(settings: AgentSettings, shutdown: impl Future<Output = ()>) ->
     Ok(())
 }
 
-fn log_report(report: &TickReport) {
+/// Logs and counts what a decision or a tick did on `backend`.
+fn record_report(report: &TickReport, backend: &'static str) {
     for (workload, because) in &report.applied {
         tracing::debug!(%workload, ?because, "allocation applied");
     }
     for (workload, error) in &report.errors {
         tracing::warn!(%workload, %error, "enforcement failed; retrying next tick");
     }
+    metrics::counter!(m::ENFORCEMENT_ERRORS, "backend" => backend).increment(report.errors.len() as u64);
+    metrics::counter!(m::LEASE_FALLBACKS).increment(report.fell_back.len() as u64);
     for (workload, resources) in &report.unenforced {
         tracing::info!(%workload, ?resources, "decided resources this backend cannot enforce");
     }

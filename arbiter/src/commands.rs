@@ -1,5 +1,5 @@
-//! The cluster subcommands of `entente-arbiter`: `run` one replica, ask for `status`, change
-//! `members`.
+//! `entente-arbiter run`: the settings of one replica and starting it. (Asking the cluster for
+//! its status and changing its members are the `entente` command's `status` and `members`.)
 //!
 //! Settings come from flags, then `ENTENTE_*` environment variables (both resolved by clap),
 //! then an optional TOML file (`--config`), then defaults. Everything is checked before the
@@ -7,9 +7,9 @@
 
 use crate::leader::RoundSettings;
 use crate::replica::{self, ReplicaSettings};
-use entente_protocol::bus::Bus;
 use entente_protocol::cli::{shutdown_signal, NatsArgs};
-use entente_protocol::{ClusterStatus, MembershipChange, MembershipReply, NodeId, StatusRequest};
+use entente_protocol::metrics::MetricsArgs;
+use entente_protocol::NodeId;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,6 +34,8 @@ pub struct RunArgs {
     pub round_ms: Option<u64>,
     #[command(flatten)]
     pub nats: NatsArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 /// Settings a TOML file may hold.
@@ -88,140 +90,13 @@ impl RunArgs {
     }
 }
 
-/// `entente-arbiter status`.
-#[derive(clap::Args, Debug)]
-pub struct StatusArgs {
-    /// List every workload with its allocation, lease and balance.
-    #[arg(long)]
-    pub workloads: bool,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub nats: NatsArgs,
-}
-
-/// `entente-arbiter members`.
-#[derive(clap::Args, Debug)]
-pub struct MembersArgs {
-    /// Node ids to add (they join as learners, catch up, then vote).
-    #[arg(long, value_delimiter = ',')]
-    pub add: Vec<NodeId>,
-    /// Node ids to remove.
-    #[arg(long, value_delimiter = ',')]
-    pub remove: Vec<NodeId>,
-    #[command(flatten)]
-    pub nats: NatsArgs,
-}
-
-async fn connect(nats: &NatsArgs, name: &str) -> Result<Bus, String> {
-    let config = nats.bus_config(None, None, name.into());
-    Bus::connect(&config).await.map_err(|e| e.to_string())
-}
-
 /// Runs one replica until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs) -> Result<(), String> {
     let settings = args.settings()?;
+    args.metrics.serve().map_err(|e| e.to_string())?;
+    crate::metrics::describe();
     tracing::info!(node = settings.node_id, peers = ?settings.peers, data_dir = %settings.data_dir.display(), "entente-arbiter starting");
     replica::run(settings, shutdown_signal()).await.map_err(|e| e.to_string())
-}
-
-/// Asks any replica for the cluster's status and prints it.
-pub async fn status(args: StatusArgs) -> Result<(), String> {
-    let bus = connect(&args.nats, "entente-arbiter-status").await?;
-    let status: ClusterStatus = bus
-        .request(bus.subjects().status(), &StatusRequest { workloads: args.workloads }, None)
-        .await
-        .map_err(|e| format!("no arbiter answered: {e}"))?;
-    if args.json {
-        println!("{}", status_json(&status));
-    } else {
-        print!("{}", status_table(&status));
-    }
-    Ok(())
-}
-
-/// Asks the leader to change the membership.
-pub async fn members(args: MembersArgs) -> Result<(), String> {
-    let bus = connect(&args.nats, "entente-arbiter-members").await?;
-    let change = MembershipChange { add: args.add, remove: args.remove };
-    let reply: MembershipReply = bus
-        .request(bus.subjects().members(), &change, Some(Duration::from_secs(60)))
-        .await
-        .map_err(|e| format!("no leader answered: {e}"))?;
-    match reply {
-        MembershipReply::Changed { members } => {
-            println!("members: {members:?}");
-            Ok(())
-        }
-        MembershipReply::Refused { reason } => Err(format!("refused: {reason}")),
-    }
-}
-
-/// The status as one JSON object.
-pub fn status_json(status: &ClusterStatus) -> serde_json::Value {
-    serde_json::json!({
-        "node": status.node,
-        "leader": status.leader,
-        "term": status.term,
-        "members": status.members,
-        "last_round": status.last_round,
-        "last_applied_index": status.last_applied_index,
-        "hosts_total": status.hosts_total,
-        "workloads_total": status.workloads_total,
-        "hosts": status.hosts.iter().map(|h| serde_json::json!({
-            "host": h.host.as_str(),
-            "capacity": h.capacity.as_array(),
-            "backend": h.backend,
-            "workloads": h.workload_count,
-            "last_decided_round": h.last_decided_round,
-            "allocations": h.workloads.iter().map(|w| serde_json::json!({
-                "workload": w.workload.as_str(),
-                "allocation": {"cpu": w.allocation.cpu, "memory": w.allocation.memory, "disk_bw": w.allocation.disk_bw, "net_bw": w.allocation.net_bw},
-                "bundle": w.bundle,
-                "balance": w.balance,
-                "budget": w.budget,
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    })
-}
-
-/// The status as a human-readable table.
-pub fn status_table(status: &ClusterStatus) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let leader = status.leader.map_or("none".to_string(), |l| l.to_string());
-    let _ = writeln!(
-        out,
-        "leader {leader}  term {}  members {:?}  last round {}  (answered by node {})",
-        status.term, status.members, status.last_round, status.node
-    );
-    let _ = writeln!(out, "{} hosts, {} workloads", status.hosts_total, status.workloads_total);
-    for h in &status.hosts {
-        let _ = writeln!(
-            out,
-            "\n{}  [{}]  capacity {}  last decided round {}",
-            h.host,
-            h.backend,
-            h.capacity,
-            h.last_decided_round.map_or("-".into(), |r| r.to_string())
-        );
-        for w in &h.workloads {
-            let _ = writeln!(
-                out,
-                "  {:<20} {:<16} p{:<3} cpu {:>6}m  mem {:>6} MiB  bundle {:<12} balance {:.1}/{:.0}",
-                w.workload.as_str(),
-                format!("{:?}", w.class),
-                w.priority,
-                w.allocation.cpu,
-                w.allocation.memory >> 20,
-                w.bundle.as_deref().unwrap_or("-"),
-                w.balance,
-                w.budget
-            );
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 
 use crate::clearing::{self, ClearingOptions};
 use crate::ledger::{Command, Ledger, Response};
+use crate::metrics as m;
 use crate::raft::{NodeId, RaftNode};
 use crate::rounds::{decision_for_host, BidBook, OpenRound};
 use entente_protocol::bus::{Bus, BusError, DecisionsStreamConfig, Received};
@@ -83,6 +84,7 @@ pub async fn run(node: Arc<RaftNode<Ledger>>, bus: Bus, settings: RoundSettings,
             if *shutdown.borrow() {
                 return;
             }
+            metrics::gauge!(m::TERM).set(metrics.borrow().current_term as f64);
             if metrics.borrow().current_leader == Some(node.id()) {
                 break;
             }
@@ -93,6 +95,7 @@ pub async fn run(node: Arc<RaftNode<Ledger>>, bus: Bus, settings: RoundSettings,
         }
         let term = metrics.borrow().current_term;
         tracing::info!(node = node.id(), term, "leading");
+        metrics::gauge!(m::IS_LEADER).set(1.0);
         let mut term_duties = Leadership {
             node: &node,
             bus: &bus,
@@ -106,6 +109,7 @@ pub async fn run(node: Arc<RaftNode<Ledger>>, bus: Bus, settings: RoundSettings,
             tracing::error!(error = %e, "leader duties failed; retrying");
             tokio::time::sleep(settings.interval).await;
         }
+        metrics::gauge!(m::IS_LEADER).set(0.0);
         tracing::info!(node = node.id(), term, "no longer leading");
     }
 }
@@ -244,6 +248,7 @@ impl Leadership<'_> {
                         Ok(registration) => self.admit(Command::RegisterHost { registration }).await,
                         Err(e) => RegistrationReply::Refused { reason: e.to_string() },
                     };
+                    count_registration("host", &reply);
                     self.answer(received.reply, &reply).await;
                 }
                 Some(received) = specs.next() => {
@@ -251,6 +256,7 @@ impl Leadership<'_> {
                         Ok(spec) => self.admit(Command::RegisterWorkload { spec }).await,
                         Err(e) => RegistrationReply::Refused { reason: e.to_string() },
                     };
+                    count_registration("workload", &reply);
                     self.answer(received.reply, &reply).await;
                 }
                 Some(received) = quotas.next() => {
@@ -258,6 +264,7 @@ impl Leadership<'_> {
                         Ok(q) => self.admit(Command::SetQuota { tenant: q.tenant, resource: q.resource, limit: q.limit }).await,
                         Err(e) => RegistrationReply::Refused { reason: e.to_string() },
                     };
+                    count_registration("quota", &reply);
                     self.answer(received.reply, &reply).await;
                 }
                 Some(received) = members.next() => {
@@ -306,6 +313,7 @@ impl Leadership<'_> {
         match verdict {
             Ok(()) => {
                 stats.bids_accepted += 1;
+                metrics::counter!(m::BIDS_ACCEPTED).increment(1);
                 let complete = self.node.read_state(|ledger| {
                     self.book.complete_hosts(ledger, &BTreeSet::from([subject_host.clone()]), open.round)
                 });
@@ -318,7 +326,8 @@ impl Leadership<'_> {
                 }
             }
             Err(rejection) => {
-                *stats.rejected.entry(reason_name(rejection.reason)).or_default() += 1;
+                *stats.rejected.entry(rejection.reason.as_str()).or_default() += 1;
+                metrics::counter!(m::BIDS_REJECTED, "reason" => rejection.reason.as_str()).increment(1);
                 tracing::debug!(host = %rejection.host, reason = ?rejection.reason, detail = %rejection.detail, "bid rejected");
                 if let Err(e) = self.bus.publish_rejection(&rejection).await {
                     tracing::warn!(error = %e, "cannot publish a rejection notice");
@@ -370,6 +379,8 @@ impl Leadership<'_> {
         let Some(settled) = settle(self.node, self.bus, self.settings, &self.book, round, Settlement::Close).await else {
             return;
         };
+        metrics::counter!(m::ROUNDS_DECIDED).increment(1);
+        metrics::histogram!(m::DECISION_LATENCY).record(started.elapsed());
         tracing::info!(
             round,
             hosts = settled.hosts + early_hosts,
@@ -434,6 +445,13 @@ async fn settle(
     settlement: Settlement,
 ) -> Option<Settled> {
     let started = Instant::now();
+    // A failure of an early batch is not a skipped round: its hosts close with the round.
+    let closing = matches!(settlement, Settlement::Close);
+    let skipped = |reason: &'static str| {
+        if closing {
+            metrics::counter!(m::ROUNDS_SKIPPED, "reason" => reason).increment(1);
+        }
+    };
     let (auctions, quotas) = node.read_state(|ledger| match &settlement {
         Settlement::Early(hosts) => book.auctions(ledger, round, |h| hosts.contains(h)),
         Settlement::Close => book.auctions(ledger, round, |_| true),
@@ -449,10 +467,15 @@ async fn settle(
         Ok(outcomes) => outcomes,
         Err(e) => {
             tracing::error!(round, error = %e, "clearing panicked; hosts not settled");
+            skipped("clearing_failed");
             return None;
         }
     };
-    let clearing_ms = started.elapsed().as_secs_f64() * 1e3;
+    let clearing = started.elapsed();
+    metrics::histogram!(m::CLEARING_DURATION).record(clearing);
+    let clearing_ms = clearing.as_secs_f64() * 1e3;
+    let not_optimal = outcomes.iter().filter(|o| matches!(o, Ok(o) if !o.optimal)).count();
+    metrics::counter!(m::HOSTS_NOT_OPTIMAL).increment(not_optimal as u64);
     let decided_at = now_unix_ms();
     let lease_ms = settings.lease.as_millis() as u64;
     let decisions: Vec<_> = node.read_state(|ledger| {
@@ -479,22 +502,28 @@ async fn settle(
                 failed_publications += 1;
                 tracing::warn!(round, error = %e, "cannot publish a decision");
             }
+            metrics::counter!(m::DECISIONS_PUBLISHED).increment((published.len() - failed_publications) as u64);
+            metrics::counter!(m::DECISION_PUBLISH_ERRORS).increment(failed_publications as u64);
             Some(Settled { hosts: decisions.len(), clearing_ms, failed_publications })
         }
         Ok(Response::AlreadyDecided { last_round, .. }) => {
             tracing::warn!(round, last_round, "round was already decided; skipping");
+            skipped("already_decided");
             None
         }
         Ok(other) => {
             tracing::error!(round, ?other, "unexpected ledger answer to a round");
+            skipped("not_committed");
             None
         }
         Err(e) if e.is_not_leader() => {
             tracing::info!(round, "lost leadership before the round committed");
+            skipped("lost_leadership");
             None
         }
         Err(e) => {
             tracing::error!(round, error = %e, "decisions not committed; skipped");
+            skipped("not_committed");
             None
         }
     }
@@ -519,16 +548,10 @@ pub fn per_solve_time_limit(budget: Duration, auctions: &[clearing::HostAuction]
     share.clamp(Duration::from_micros(20), budget)
 }
 
-fn reason_name(reason: RejectReason) -> &'static str {
-    match reason {
-        RejectReason::Malformed => "malformed",
-        RejectReason::Late => "late",
-        RejectReason::UnknownRound => "unknown_round",
-        RejectReason::UnknownWorkload => "unknown_workload",
-        RejectReason::ForeignHost => "foreign_host",
-        RejectReason::OutsideLimits => "outside_limits",
-        RejectReason::OverBudget => "over_budget",
-        RejectReason::AdmissionRefused => "admission_refused",
-        RejectReason::NotLeader => "not_leader",
-    }
+fn count_registration(kind: &'static str, reply: &RegistrationReply) {
+    let outcome = match reply {
+        RegistrationReply::Accepted => "accepted",
+        RegistrationReply::Refused { .. } => "refused",
+    };
+    metrics::counter!(m::REGISTRATIONS, "kind" => kind, "outcome" => outcome).increment(1);
 }

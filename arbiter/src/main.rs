@@ -1,7 +1,7 @@
-//! The `entente-arbiter` command: `run` starts one replica of the arbiter cluster, `status`
-//! asks the cluster what it holds, `members` changes who belongs to it, and `solve` clears one
-//! auction instance read from a file (CATS or entente's JSON host format) and prints the result
-//! as JSON.
+//! The `entente-arbiter` command: `run` starts one replica of the arbiter cluster, and `solve`
+//! clears one auction instance read from a file (CATS or entente's JSON host format) and prints
+//! the result as JSON. Operating a running cluster (`status`, `members`) is the `entente`
+//! command's job.
 //!
 //! Every failure is reported on stderr as one readable message with a non-zero exit, never as a
 //! panic: malformed input files are the common case when people try the tool by hand.
@@ -18,9 +18,8 @@ use serde_json::json;
 #[derive(Parser)]
 #[command(name = "entente-arbiter", version, about = "The entente arbiter")]
 struct Cli {
-    /// Log as JSON lines instead of text.
-    #[arg(long, env = "ENTENTE_LOG_JSON", global = true)]
-    log_json: bool,
+    #[command(flatten)]
+    log: entente_protocol::cli::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,10 +28,6 @@ struct Cli {
 enum Command {
     /// Run one replica of the arbiter cluster until SIGINT or SIGTERM.
     Run(commands::RunArgs),
-    /// Print the cluster's leader, term, members, last round and hosts.
-    Status(commands::StatusArgs),
-    /// Add or remove replicas (replace one: --add NEW --remove OLD).
-    Members(commands::MembersArgs),
     /// Clear one auction instance from a file and print {"welfare", "optimal", "elapsed_ms", "winners"}.
     Solve(SolveArgs),
 }
@@ -59,12 +54,10 @@ enum InstanceFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    entente_protocol::cli::init_logging(cli.log_json, "info,openraft=warn");
+    entente_protocol::cli::init_logging(cli.log.log_format, "info,openraft=warn");
     let result = match cli.command {
         Command::Solve(args) => solve(&args),
         Command::Run(args) => block_on(commands::run(args)),
-        Command::Status(args) => block_on(commands::status(args)),
-        Command::Members(args) => block_on(commands::members(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -23,7 +23,11 @@ impl ReplicatedState for Ledger {
     type Response = Response;
 
     fn apply(&mut self, command: &Command, log_id: &LogId<NodeId>) -> Response {
-        Ledger::apply(self, command, log_id.leader_id.term, log_id.index)
+        let response = Ledger::apply(self, command, log_id.leader_id.term, log_id.index);
+        metrics::gauge!(crate::metrics::LAST_ROUND).set(self.last_round as f64);
+        metrics::gauge!(crate::metrics::HOSTS).set(self.hosts.len() as f64);
+        metrics::gauge!(crate::metrics::WORKLOADS).set(self.workload_count() as f64);
+        response
     }
 }
 

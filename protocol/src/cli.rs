@@ -1,8 +1,9 @@
 //! Command-line pieces every entente binary shares: the flags that say how to reach NATS, the
 //! logging set-up, and the shutdown signal.
 //!
-//! Each binary flattens [`NatsArgs`] into its own arguments, so `--nats`, `--prefix`,
-//! credentials and TLS (and their `ENTENTE_*` environment variables) mean the same everywhere.
+//! Each binary flattens [`NatsArgs`] and [`LogArgs`] into its own arguments, so `--nats`,
+//! `--prefix`, credentials, TLS and `--log-format` (and their `ENTENTE_*` environment variables)
+//! mean the same everywhere. The metrics endpoint's flag lives with it, in [`crate::metrics`].
 
 use crate::bus::{BusConfig, TlsConfig};
 use std::path::PathBuf;
@@ -50,15 +51,34 @@ impl NatsArgs {
     }
 }
 
-/// Logs to stderr, as text or JSON lines, filtered by `ENTENTE_LOG` (default `default_filter`).
-pub fn init_logging(json: bool, default_filter: &str) {
+/// How log lines are written.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`, spans), for log
+    /// collectors.
+    Json,
+}
+
+/// How to log.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct LogArgs {
+    /// Log format on stderr. Which events are logged is set by ENTENTE_LOG (e.g. debug,
+    /// info,entente_arbiter=debug).
+    #[arg(long, env = "ENTENTE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Logs to stderr in `format`, filtered by `ENTENTE_LOG` (default `default_filter`).
+pub fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ENTENTE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod codec;
 pub mod ids;
 pub mod messages;
+pub mod metrics;
 pub mod resources;
 pub mod samples;
 pub mod subjects;

@@ -4,6 +4,9 @@
 //! JetStream on a free loopback port and a temporary store, waits until it accepts clients, and
 //! kills it when dropped, so a failing test never leaves a server behind. `scripts/test.sh`
 //! installs a current `nats-server`; set `ENTENTE_NATS_SERVER` to use another binary.
+//! [`prometheus`] scrapes a binary's `/metrics` and checks it with Prometheus's own `promtool`.
+
+pub mod prometheus;
 
 use entente_protocol::bus::{Bus, BusConfig};
 use std::io::{BufRead, BufReader};

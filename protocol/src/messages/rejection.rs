@@ -33,6 +33,36 @@ pub enum RejectReason {
     NotLeader,
 }
 
+impl RejectReason {
+    /// Every reason, so a counter by reason can start each at zero.
+    pub const ALL: [RejectReason; 9] = [
+        RejectReason::Malformed,
+        RejectReason::Late,
+        RejectReason::UnknownRound,
+        RejectReason::UnknownWorkload,
+        RejectReason::ForeignHost,
+        RejectReason::OutsideLimits,
+        RejectReason::OverBudget,
+        RejectReason::AdmissionRefused,
+        RejectReason::NotLeader,
+    ];
+
+    /// The reason's name as on the wire (`over_budget`), for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Malformed => "malformed",
+            RejectReason::Late => "late",
+            RejectReason::UnknownRound => "unknown_round",
+            RejectReason::UnknownWorkload => "unknown_workload",
+            RejectReason::ForeignHost => "foreign_host",
+            RejectReason::OutsideLimits => "outside_limits",
+            RejectReason::OverBudget => "over_budget",
+            RejectReason::AdmissionRefused => "admission_refused",
+            RejectReason::NotLeader => "not_leader",
+        }
+    }
+}
+
 /// A notice that one message was rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rejection {
@@ -50,5 +80,20 @@ impl Message for Rejection {
     const KIND: &'static str = "rejection";
     fn validate(&self) -> Result<(), ValidationError> {
         check_text("detail", &self.detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_names_are_the_wire_names() {
+        for reason in RejectReason::ALL {
+            let wire: String = rmp_serde::from_slice(&rmp_serde::to_vec(&reason).unwrap()).unwrap();
+            assert_eq!(reason.as_str(), wire);
+        }
+        let distinct: std::collections::HashSet<_> = RejectReason::ALL.iter().collect();
+        assert_eq!(distinct.len(), RejectReason::ALL.len());
     }
 }

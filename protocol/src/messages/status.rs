@@ -1,4 +1,4 @@
-//! Cluster status and administration: what `entente-arbiter status` asks and what changes the
+//! Cluster status and administration: what `entente status` asks and what changes the
 //! membership of the arbiter cluster.
 //!
 //! Every replica answers a status request with its own view (who it thinks leads, in which

@@ -79,6 +79,8 @@ struct Predictor {
 
 /// Runs the service until `shutdown` completes.
 pub async fn run(config: ServiceConfig, shutdown: impl Future<Output = ()>) -> Result<Counts, ServiceError> {
+    // Watching starts before the first load, so a model that changes during it is noticed.
+    let mut watcher = ModelWatcher::new(&config.model_dir);
     let model = match load_model(&config.model_dir).await {
         Ok(model) => {
             log_loaded(&model, &config, None);
@@ -94,7 +96,6 @@ pub async fn run(config: ServiceConfig, shutdown: impl Future<Output = ()>) -> R
             None
         }
     };
-    let mut watcher = ModelWatcher::new(&config.model_dir);
     let bus = Bus::connect(&config.bus).await?;
     let mut inbox = bus.subscribe::<TelemetrySample>(bus.subjects().telemetry_all()).await?;
     // The subscription is in place at the server before the service calls itself ready.
@@ -231,32 +232,29 @@ impl Predictor {
             }
             batches.push((host, windows));
         }
-        let model = self.model.clone();
         let horizon_ms = self.config.interval.as_millis().min(u128::from(u32::MAX)) as u32;
         let started = Instant::now();
-        let predicted = tokio::task::spawn_blocking(move || {
-            batches
-                .into_iter()
-                .map(|(host, windows)| {
-                    let prediction = match &model {
-                        Some(model) => predict_with_model(model, &windows)
-                            .map_err(|e| (e, predict_with_baseline(&windows, horizon_ms))),
-                        None => Ok(predict_with_baseline(&windows, horizon_ms)),
-                    };
-                    (host, windows, prediction)
-                })
-                .collect::<Vec<_>>()
-        })
-        .await;
-        let predicted = match predicted {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "the inference task failed; no forecasts this interval");
-                return;
-            }
-        };
-        tracing::debug!(hosts = predicted.len(), elapsed_us = started.elapsed().as_micros() as u64, "interval predicted");
-        for (host, windows, prediction) in predicted {
+        let served = batches.len();
+        // Host by host, so each forecast goes out as soon as it is ready.
+        for (host, windows) in batches {
+            let model = self.model.clone();
+            let predicted = tokio::task::spawn_blocking(move || {
+                let prediction = match &model {
+                    Some(model) => {
+                        predict_with_model(model, &windows).map_err(|e| (e, predict_with_baseline(&windows, horizon_ms)))
+                    }
+                    None => Ok(predict_with_baseline(&windows, horizon_ms)),
+                };
+                (windows, prediction)
+            })
+            .await;
+            let (windows, prediction) = match predicted {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(%host, error = %e, "the inference task failed; no forecast for this host this interval");
+                    continue;
+                }
+            };
             let prediction = prediction.unwrap_or_else(|(e, baseline)| {
                 self.counts.model_failures += 1;
                 tracing::error!(%host, error = %e, "model inference failed; this forecast is the baseline's");
@@ -264,6 +262,7 @@ impl Predictor {
             });
             self.publish(host, &windows, prediction, now).await;
         }
+        tracing::debug!(hosts = served, elapsed_us = started.elapsed().as_micros() as u64, "interval served");
     }
 
     async fn publish(&mut self, host: HostId, windows: &[WorkloadWindow], prediction: Prediction, now: u64) {

@@ -2,7 +2,8 @@
 //! hosts' telemetry becomes forecasts for both, with an interference matrix, within two
 //! intervals; a missing or corrupt model is reported and the baseline serves, saying so; a model
 //! copied into the model directory is picked up without a restart, and a broken one is refused
-//! while the current one keeps serving; SIGTERM stops the service cleanly.
+//! while the current one keeps serving; the rolling correlation names a pair that keeps
+//! interfering; SIGTERM stops the service cleanly.
 
 use entente_predictor::model::{Sidecar, MODEL_FILE, SIDECAR_FILE};
 use entente_protocol::baseline::BASELINE_VERSION;
@@ -34,11 +35,16 @@ struct Predictor {
 
 impl Predictor {
     fn start(nats: &NatsServer, model_dir: &Path, interval_ms: u64, log_dir: &Path) -> Predictor {
+        Predictor::start_with(nats, model_dir, interval_ms, log_dir, &[])
+    }
+
+    fn start_with(nats: &NatsServer, model_dir: &Path, interval_ms: u64, log_dir: &Path, extra: &[&str]) -> Predictor {
         let log = log_dir.join("predictor.log");
         let child = Command::new(env!("CARGO_BIN_EXE_entente-predictor"))
             .args(["run", "--nats", &nats.url(), "--model-dir"])
             .arg(model_dir)
             .args(["--interval-ms", &interval_ms.to_string(), "--reload-check-ms", "100"])
+            .args(extra)
             .env("ENTENTE_LOG", "info")
             .env_remove("ENTENTE_LOG_JSON")
             .stderr(std::fs::File::create(&log).expect("create the log file"))
@@ -179,7 +185,7 @@ async fn forecasts_until(
 async fn two_hosts_get_forecasts_with_interference_within_two_intervals() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let interval = Duration::from_millis(500);
+    let interval = Duration::from_millis(1500);
     let mut predictor = Predictor::start(&nats, &shipped_model_dir(), interval.as_millis() as u64, dir.path());
     predictor.wait_for_log("model loaded", Duration::from_secs(1));
     let bus = nats.bus().await;
@@ -271,7 +277,7 @@ async fn a_model_copied_in_is_served_without_a_restart_and_a_broken_one_is_refus
     let dir = tempfile::tempdir().unwrap();
     let model_dir = dir.path().join("model");
     std::fs::create_dir(&model_dir).unwrap();
-    let interval = Duration::from_millis(300);
+    let interval = Duration::from_millis(1000);
     let predictor = Predictor::start(&nats, &model_dir, interval.as_millis() as u64, dir.path());
     assert!(predictor.log().contains("missing"), "a missing model is named as such:\n{}", predictor.log());
 
@@ -300,4 +306,50 @@ async fn a_model_copied_in_is_served_without_a_restart_and_a_broken_one_is_refus
     let after = forecasts_until(&bus, &mut inbox, interval, Duration::from_secs(10), |_| true).await.expect("a forecast");
     assert_eq!(after.model_version, version, "the broken model is not served");
     assert!(!after.baseline);
+}
+
+#[tokio::test]
+async fn a_pair_that_keeps_interfering_is_named() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The baseline serves (no model): its slowdown is the measured stall, so the test controls
+    // the victim's slowdown exactly.
+    let interval = Duration::from_millis(200);
+    let extra = ["--correlation-min-observations", "6", "--correlation-window", "30", "--correlation-threshold", "0.9"];
+    let predictor = Predictor::start_with(&nats, dir.path(), interval.as_millis() as u64, dir.path(), &extra);
+    let bus = nats.bus().await;
+    let mut inbox = bus.subscribe::<Forecast>(bus.subjects().forecast_all()).await.unwrap();
+    bus.flush().await.unwrap();
+
+    // "batch" bursts irregularly; "web" stalls exactly when it does; "cache" stalls on its own
+    // schedule. Only batch -> web is a pair that interferes often.
+    let bursts = [1, 0, 0, 1, 1, 0, 1, 0, 0, 0, 1, 1, 1, 0, 1, 0, 0, 1, 0, 1];
+    let cache_stalls = [0, 1, 1, 0, 0, 1, 0, 1, 1, 0, 0, 1, 0, 1, 0, 0, 1, 1, 0, 0];
+    let mut named = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut step = 0usize;
+    while named.is_none() && Instant::now() < deadline {
+        let now = unix_ms_now();
+        let burst = f64::from(bursts[step % bursts.len()]);
+        let cache = f64::from(cache_stalls[step % cache_stalls.len()]);
+        for (workload, cpu, stall) in
+            [("batch", 200.0 + 3000.0 * burst, 1.0), ("web", 300.0, 2.0 + 30.0 * burst), ("cache", 250.0, 2.0 + 20.0 * cache)]
+        {
+            bus.publish_telemetry(&sample("host-c", workload, now, cpu, stall)).await.unwrap();
+        }
+        bus.flush().await.unwrap();
+        step += 1;
+        let until = tokio::time::Instant::now() + interval;
+        while let Ok(Some(r)) = tokio::time::timeout_at(until, inbox.next()).await {
+            let f = r.message.expect("valid forecast");
+            if !f.frequent_pairs.is_empty() {
+                named = Some(f);
+            }
+        }
+    }
+    let forecast = named.unwrap_or_else(|| panic!("no pair named within 30 s:\n{}", predictor.log()));
+    let pairs: Vec<(&str, &str)> =
+        forecast.frequent_pairs.iter().map(|p| (p.aggressor.as_str(), p.victim.as_str())).collect();
+    assert_eq!(pairs, vec![("batch", "web")], "{:?}", forecast.frequent_pairs);
+    assert!(forecast.frequent_pairs[0].correlation > 0.9);
 }

@@ -5,8 +5,10 @@
 //! `docs/PROTOCOL.md` at the top of the repository describes the same messages for clients
 //! written in other languages.
 
+pub mod baseline;
 pub mod bus;
 pub mod cli;
+pub mod clock;
 pub mod codec;
 pub mod ids;
 pub mod messages;

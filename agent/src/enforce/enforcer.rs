@@ -19,14 +19,9 @@ use super::{Backend, EnforceError, Target};
 use entente_protocol::{Decision, Resource, ResourceVector, RoundId, WorkloadId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch, the clock leases are written in.
-pub fn unix_ms_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use entente_protocol::clock::unix_ms_now;
 
 /// Why the enforcer wrote to the backend.
 #[derive(Debug, Clone, PartialEq, Eq)]

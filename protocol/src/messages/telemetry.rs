@@ -10,7 +10,7 @@ use crate::validate::{check_non_negative, check_optional, ValidationError};
 use serde::{Deserialize, Serialize};
 
 /// Rates are capped here only to reject garbage: 2^53 is beyond any real device.
-const MAX_RATE: f64 = 9.007_199_254_740_992e15;
+pub const MAX_RATE: f64 = 9.007_199_254_740_992e15;
 
 /// Resource usage over an interval.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]

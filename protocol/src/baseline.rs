@@ -1,15 +1,20 @@
-//! The agent's own predictor for when no forecast arrives from the predictor service.
+//! The stated baseline predictor: what entente predicts when no trained model is available.
 //!
-//! Holt's double exponential smoothing per usage figure: an EWMA of the level plus an EWMA of
-//! the trend, so a steady ramp is followed instead of lagged. It is the stated baseline: bids
-//! built on it carry `ForecastSource::Fallback`. Pure: the caller feeds one sample per interval.
+//! Two consumers share it so both fall back to the same, documented rule: the agent, when no
+//! forecast arrives from the predictor service, and the predictor service itself, when it has no
+//! model to load. Usage: Holt's double exponential smoothing per figure (an EWMA of the level
+//! plus an EWMA of the trend, so a steady ramp is followed instead of lagged). Slowdown: read
+//! from the workload's measured pressure stalls. Pure: the caller feeds one sample per interval.
 
-use entente_protocol::Usage;
+use crate::messages::telemetry::{Pressure, Usage};
 
 /// Smoothing of the level: weight of the newest observation.
 pub const DEFAULT_LEVEL_ALPHA: f64 = 0.5;
 /// Smoothing of the trend: weight of the newest level change.
 pub const DEFAULT_TREND_BETA: f64 = 0.3;
+
+/// How forecasts made by this baseline name their model (`Forecast::model_version`).
+pub const BASELINE_VERSION: &str = "baseline-holt-psi-1";
 
 const FIGURES: usize = 6;
 
@@ -171,7 +176,7 @@ mod tests {
 /// a share `s` of the time (PSI `some`, the worst of cpu, memory and io) progresses at most at
 /// `1 - s` of its unhindered speed, so its slowdown is at least `1 / (1 - s)`. Capped at 4, where
 /// the request margin stops growing anyway. Without figures there is no evidence of slowdown.
-pub fn slowdown_from_pressure(pressure: &entente_protocol::Pressure) -> f64 {
+pub fn slowdown_from_pressure(pressure: &Pressure) -> f64 {
     let stalled = [pressure.cpu_some, pressure.memory_some, pressure.io_some]
         .into_iter()
         .flatten()
@@ -184,7 +189,7 @@ pub fn slowdown_from_pressure(pressure: &entente_protocol::Pressure) -> f64 {
 #[cfg(test)]
 mod pressure_tests {
     use super::*;
-    use entente_protocol::{Pressure, PsiSource};
+    use crate::messages::telemetry::PsiSource;
 
     fn pressure(cpu: Option<f64>, io: Option<f64>) -> Pressure {
         Pressure {

@@ -6,16 +6,18 @@
 #
 #   scripts/bench-clearing.sh                       # 200 hosts, round of 10000, no time limit
 #   HOSTS=50 ROUND_HOSTS=0 TIME_LIMIT_MS=1 scripts/bench-clearing.sh
+#   RELATIVE_GAP=1e-4 scripts/bench-clearing.sh    # every solve proven within 0.01 % of optimal
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 hosts=${HOSTS:-200}
 round_hosts=${ROUND_HOSTS:-10000}
-time_limit_ms=${TIME_LIMIT_MS:-}
+time_limit_ms=${TIME_LIMIT_MS:--}
+relative_gap=${RELATIVE_GAP:-0}
 
 cd "$root"
 echo "machine: $(nproc) cores, $(lscpu | grep 'Model name' | sed 's/Model name:[[:space:]]*//')"
-cargo run --release -q -p entente-arbiter --example host_timings -- "$hosts" "$round_hosts" $time_limit_ms
+cargo run --release -q -p entente-arbiter --example host_timings -- "$hosts" "$round_hosts" "$time_limit_ms" "$relative_gap"
 if [[ ${QUICK:-0} != 1 ]]; then
     cargo bench -q -p entente-arbiter --bench clearing
 fi

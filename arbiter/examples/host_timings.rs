@@ -1,13 +1,14 @@
 //! Per-host and per-round clearing times on synthetic hosts (see `clearing::synthetic`), as a
 //! distribution (median, p99, max) rather than criterion's mean: the targets are about the tail.
 //!
-//! `cargo run --release -p entente-arbiter --example host_timings -- [hosts] [round_hosts] [time_limit_ms]`
+//! `cargo run --release -p entente-arbiter --example host_timings -- [hosts] [round_hosts] [time_limit_ms] [relative_gap]`
 //!
-//! Without a time limit every solve runs to a proof of optimality.
+//! Without a time limit (`-` or nothing) and without a relative gap (0, the default) every solve
+//! runs to a proof of optimality; with a gap, each solve stops once proven within it.
 
 use std::time::Instant;
 
-use entente_arbiter::clearing::{clear_host, clear_round, ClearingOptions, SyntheticHost};
+use entente_arbiter::clearing::{clear_host_within, clear_round_within, ClearingOptions, SyntheticHost};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -18,26 +19,29 @@ fn main() {
     let hosts: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
     let round_hosts: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let time_limit = args.next().and_then(|a| a.parse().ok()).map(std::time::Duration::from_millis);
+    let relative_gap: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(0.0);
     let shape = SyntheticHost::default();
     let instances: Vec<_> = (0..hosts).map(|seed| shape.generate(seed)).collect();
     println!(
-        "synthetic hosts: {} workloads x {} bundles x 4 resources, oversubscription {}, time limit per solve {:?}",
-        shape.workloads, shape.bundles, shape.oversubscription, time_limit
+        "synthetic hosts: {} workloads x {} bundles x 4 resources, oversubscription {}, time limit per solve {:?}, relative gap {}",
+        shape.workloads, shape.bundles, shape.oversubscription, time_limit, relative_gap
     );
     for payments in [false, true] {
         let options = ClearingOptions { time_limit, payments };
         let mut times = Vec::with_capacity(instances.len());
         let (mut optimal, mut winners) = (0, 0usize);
+        let mut worst_gap = 0.0f64;
         for host in &instances {
             let started = Instant::now();
-            let outcome = clear_host(host, &options).expect("synthetic hosts are valid");
+            let outcome = clear_host_within(host, &options, relative_gap).expect("synthetic hosts are valid");
             times.push(started.elapsed().as_secs_f64() * 1e6);
             optimal += usize::from(outcome.optimal);
+            worst_gap = worst_gap.max(outcome.welfare_bound / outcome.welfare.max(1e-300) - 1.0);
             winners += outcome.workloads.iter().filter(|w| w.bundle.is_some()).count();
         }
         times.sort_by(f64::total_cmp);
         println!(
-            "per host, {:<13} n={} median={:.1}us p99={:.1}us max={:.1}us mean winners={:.1}/{} optimal={}/{}",
+            "per host, {:<13} n={} median={:.1}us p99={:.1}us max={:.1}us mean winners={:.1}/{} optimal={}/{} worst proven gap={:.2e}",
             if payments { "with VCG:" } else { "without VCG:" },
             times.len(),
             percentile(&times, 0.5),
@@ -46,14 +50,15 @@ fn main() {
             winners as f64 / instances.len() as f64,
             shape.workloads,
             optimal,
-            instances.len()
+            instances.len(),
+            worst_gap
         );
     }
     let round: Vec<_> = (0..round_hosts).map(|seed| shape.generate(1_000_000 + seed)).collect();
     for payments in [false, true].into_iter().filter(|_| round_hosts > 0) {
         let options = ClearingOptions { time_limit, payments };
         let started = Instant::now();
-        let outcomes = clear_round(&round, &[], &options);
+        let outcomes = clear_round_within(&round, &[], &options, relative_gap);
         let elapsed = started.elapsed().as_secs_f64();
         let optimal = outcomes.iter().filter(|o| o.as_ref().is_ok_and(|o| o.optimal)).count();
         println!(

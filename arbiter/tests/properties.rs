@@ -1,7 +1,7 @@
 //! The solver and the VCG payments against brute force on small random instances.
 
 use entente_arbiter::clearing::{
-    clear, clear_host, solve, Bundle, ClearingOptions, HostAuction, Problem, SolveOptions, WorkloadBid,
+    clear, clear_host, solve, solve_within, Bundle, ClearingOptions, HostAuction, Problem, SolveOptions, WorkloadBid,
 };
 use entente_protocol::ResourceVector;
 use proptest::prelude::*;
@@ -149,6 +149,24 @@ proptest! {
         for w in &outcome.workloads {
             prop_assert!(w.payment >= 0.0 && w.payment <= w.value + 1e-9);
             if w.bundle.is_none() { prop_assert_eq!(w.payment, 0.0); }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    #[test]
+    fn a_relative_gap_is_honoured_and_reported(problem in arb_problem(), gap in 0.0f64..0.3) {
+        let optimum = brute_force_optimum(&problem, None);
+        let solution = solve_within(&problem, &SolveOptions::default(), gap);
+        prop_assert!(solution.finished);
+        prop_assert_eq!(problem.infeasibility(&solution.chosen), None);
+        prop_assert!(close(problem.value_of(&solution.chosen), solution.value));
+        prop_assert!(solution.value * (1.0 + gap) + 1e-7 >= optimum, "value {} optimum {}", solution.value, optimum);
+        prop_assert!(solution.bound + 1e-7 >= optimum, "bound {} below optimum {}", solution.bound, optimum);
+        if solution.optimal {
+            prop_assert!(close(solution.value, optimum));
         }
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! - [`problem`]: the generic shape (XOR groups of items over capacitated rows);
 //! - `compiled`, [`bounds`], [`solver`]: pre-processing, Lagrangian bounds, and the anytime
-//!   branch-and-bound that solves it exactly;
+//!   branch-and-bound that solves it exactly; for problems with few rows (a host's round) the
+//!   solver hands over to `knapsack`, a branch-and-bound on the exact LP relaxation of `lp`;
 //! - [`vcg`]: Clarke-pivot payments on top of the solver;
 //! - [`auction`], [`round`]: hosts, guarantees, balances and quotas, translated onto the generic
 //!   shape and cleared in parallel — the entry point for the arbiter's round loop is
@@ -17,6 +18,8 @@ pub mod bounds;
 pub mod cats;
 mod compiled;
 pub mod json;
+mod knapsack;
+mod lp;
 pub mod problem;
 pub mod round;
 pub mod solver;
@@ -27,7 +30,9 @@ pub use auction::{AuctionError, Bundle, CappedBundle, HostAuction, Quota, Worklo
 pub use cats::{CatsBid, CatsError, CatsInstance};
 pub use json::parse_host_instance;
 pub use problem::{Infeasibility, Item, Problem, ProblemError};
-pub use round::{clear_host, clear_round, ClearingOptions, HostOutcome, WorkloadOutcome};
-pub use solver::{solve, Solution, SolveOptions};
+pub use round::{
+    clear_host, clear_host_within, clear_round, clear_round_within, ClearingOptions, HostOutcome, WorkloadOutcome,
+};
+pub use solver::{solve, solve_within, Solution, SolveOptions};
 pub use synthetic::SyntheticHost;
-pub use vcg::{clear, Clearing};
+pub use vcg::{clear, clear_within, Clearing};

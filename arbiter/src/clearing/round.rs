@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use super::auction::{joint_problem, AuctionError, CappedBundle, HostAuction, Quota};
 use super::solver::SolveOptions;
-use super::vcg::clear;
+use super::vcg::clear_within;
 
 /// How to clear.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -59,6 +59,9 @@ pub struct HostOutcome {
     pub welfare: f64,
     /// The allocation is proven optimal (for the host's component, when quotas couple hosts).
     pub optimal: bool,
+    /// No feasible allocation of the host's component is worth more than this (equal to the
+    /// component's welfare when `optimal`; with a relative gap, within that gap of it).
+    pub welfare_bound: f64,
     /// The payments come from finished solves.
     pub payments_exact: bool,
     /// Other hosts this one was cleared jointly with, because of quotas.
@@ -71,7 +74,18 @@ pub struct HostOutcome {
 
 /// Clears a single host (no quotas).
 pub fn clear_host(host: &HostAuction, options: &ClearingOptions) -> Result<HostOutcome, AuctionError> {
-    clear_round(std::slice::from_ref(host), &[], options).pop().expect("one host in, one result out")
+    clear_host_within(host, options, 0.0)
+}
+
+/// [`clear_host`] with every solve stopped once proven within `relative_gap` of its optimum.
+pub fn clear_host_within(
+    host: &HostAuction,
+    options: &ClearingOptions,
+    relative_gap: f64,
+) -> Result<HostOutcome, AuctionError> {
+    clear_round_within(std::slice::from_ref(host), &[], options, relative_gap)
+        .pop()
+        .expect("one host in, one result out")
 }
 
 /// Clears every host of a round under `quotas`. The result has one entry per host, in order.
@@ -79,6 +93,19 @@ pub fn clear_round(
     hosts: &[HostAuction],
     quotas: &[Quota],
     options: &ClearingOptions,
+) -> Vec<Result<HostOutcome, AuctionError>> {
+    clear_round_within(hosts, quotas, options, 0.0)
+}
+
+/// [`clear_round`] with every solve (allocation and VCG re-solves) stopped once proven within
+/// `relative_gap` of its optimum (see [`super::solve_within`]); 0 is exact. A host's `optimal`
+/// then says whether its allocation is nevertheless proven optimal, and `welfare_bound` how far
+/// from optimal it can be.
+pub fn clear_round_within(
+    hosts: &[HostAuction],
+    quotas: &[Quota],
+    options: &ClearingOptions,
+    relative_gap: f64,
 ) -> Vec<Result<HostOutcome, AuctionError>> {
     let mut verdicts: Vec<Result<(), AuctionError>> = hosts.par_iter().map(HostAuction::validate).collect();
     let mut host_index: HashMap<&str, usize> = HashMap::new();
@@ -144,7 +171,7 @@ pub fn clear_round(
         .par_iter()
         .map(|(members, component_quotas)| {
             let quota_refs: Vec<(usize, &Quota)> = component_quotas.iter().map(|&q| (q, &quotas[q])).collect();
-            clear_component(hosts, members, &quota_refs, &quota_base, options)
+            clear_component(hosts, members, &quota_refs, &quota_base, options, relative_gap)
         })
         .collect();
 
@@ -165,9 +192,11 @@ fn clear_component(
     quotas: &[(usize, &Quota)],
     quota_base: &[u128],
     options: &ClearingOptions,
+    relative_gap: f64,
 ) -> Vec<(usize, HostOutcome)> {
     let joint = joint_problem(hosts, members, quotas, quota_base);
-    let clearing = clear(&joint.problem, &SolveOptions { time_limit: options.time_limit }, options.payments);
+    let clearing =
+        clear_within(&joint.problem, &SolveOptions { time_limit: options.time_limit }, relative_gap, options.payments);
     let chosen = &clearing.solution.chosen;
     let mut outcomes: Vec<(usize, HostOutcome)> = members
         .iter()
@@ -192,6 +221,7 @@ fn clear_component(
                 host: host.host.clone(),
                 welfare: 0.0,
                 optimal: clearing.solution.optimal,
+                welfare_bound: clearing.solution.bound,
                 payments_exact: clearing.payments_exact,
                 coupled_with,
                 workloads: Vec::with_capacity(host.workloads.len()),

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use super::bounds::{lagrangian, subgradient_step};
 use super::compiled::Compiled;
+use super::knapsack;
+use super::lp::{Basis, MAX_LP_ROWS};
 use super::problem::Problem;
 
 /// Limits on one solve. The default has no limit at all: the result is always proven optimal.
@@ -38,34 +40,86 @@ pub struct Solution {
     pub value: f64,
     /// No feasible selection is worth more than this (equals `value` when `optimal`).
     pub bound: f64,
-    /// The search finished: `value` is the optimum (to a relative 1e-9).
+    /// The search finished and the bound met the value: `value` is the optimum (to a relative
+    /// 1e-9).
     pub optimal: bool,
+    /// The search finished: `value` is within the requested relative gap of the optimum (with
+    /// no gap asked for, the same as `optimal`). `bound` says how close it is.
+    pub finished: bool,
     /// Branch-and-bound nodes explored.
     pub nodes: u64,
 }
 
 /// Solves `problem` to optimality, or to the best found within `options.time_limit`.
 pub fn solve(problem: &Problem, options: &SolveOptions) -> Solution {
+    solve_within(problem, options, 0.0)
+}
+
+/// Solves `problem` to within `relative_gap` of the optimum (0: exactly): the search stops
+/// exploring a subtree once its bound is at most `(1 + relative_gap)` times the best allocation
+/// found. The solution's `bound` reports the largest such bound, so the proven gap is
+/// `bound / value − 1`.
+pub fn solve_within(problem: &Problem, options: &SolveOptions, relative_gap: f64) -> Solution {
     let compiled = Compiled::new(problem);
-    solve_compiled(&compiled, options, None, &[])
+    solve_compiled(&compiled, options, relative_gap, None, &[], None).0
 }
 
 /// Solves `problem` starting from a known feasible selection `warm_start` (item numbers).
 pub fn solve_warm(problem: &Problem, options: &SolveOptions, warm_start: &[usize]) -> Solution {
     let compiled = Compiled::new(problem);
-    solve_compiled(&compiled, options, None, warm_start)
+    solve_compiled(&compiled, options, 0.0, None, warm_start, None).0
 }
 
-/// Solves an already compiled problem, ignoring the groups in `removed_groups` (original group
-/// numbers), starting from `warm_start` (a feasible selection, in original item numbers) if any.
+/// Solves an already compiled problem, ignoring the group `removed_group` (original group
+/// number), starting from `warm_start` (a feasible selection, in original item numbers) if any.
+/// Problems with few rows go to the LP-based search, which can start from `root_basis` (the
+/// root LP basis of the same compiled problem, from an earlier solve) and returns its own.
 pub(crate) fn solve_compiled(
     c: &Compiled,
     options: &SolveOptions,
+    relative_gap: f64,
+    removed_group: Option<usize>,
+    warm_start: &[usize],
+    root_basis: Option<&Basis>,
+) -> (Solution, Option<Basis>) {
+    let start = Instant::now();
+    let deadline = options.time_limit.map(|t| start + t);
+    if c.rows() <= MAX_LP_ROWS && USE_LP_SEARCH {
+        let removed = removed_group.and_then(|g| c.group_compiled[g]);
+        let warm: Vec<u32> = warm_start
+            .iter()
+            .filter_map(|&orig| c.item_original.iter().position(|&o| o == orig).map(|i| i as u32))
+            .collect();
+        let outcome = knapsack::solve(
+            c,
+            knapsack::Limits { deadline, relative_gap },
+            removed,
+            &warm,
+            root_basis,
+        );
+        let mut chosen: Vec<usize> = outcome.chosen.iter().map(|&i| c.item_original[i as usize]).collect();
+        chosen.sort_unstable();
+        let value = outcome.value;
+        let optimal = outcome.finished && !exceeds(c, outcome.bound, value);
+        let bound = if optimal { value } else { outcome.bound.max(value) };
+        let solution = Solution { chosen, value, bound, optimal, finished: outcome.finished, nodes: outcome.nodes };
+        return (solution, outcome.root_basis);
+    }
+    (lagrangian_search(c, deadline, relative_gap, removed_group, warm_start), None)
+}
+
+/// Whether problems with few rows go to the LP-based search.
+const USE_LP_SEARCH: bool = false;
+
+/// The Lagrangian branch-and-bound of this module (the one for set packing).
+pub(crate) fn lagrangian_search(
+    c: &Compiled,
+    deadline: Option<Instant>,
+    relative_gap: f64,
     removed_group: Option<usize>,
     warm_start: &[usize],
 ) -> Solution {
-    let start = Instant::now();
-    let mut search = Search::new(c, options.time_limit.map(|t| start + t));
+    let mut search = Search::new(c, deadline, relative_gap);
     if let Some(g) = removed_group.and_then(|g| c.group_compiled[g]) {
         search.group_open[g as usize] = false;
     }
@@ -81,12 +135,25 @@ pub(crate) fn solve_compiled(
         (0..c.items() as u32).filter(|&i| search.group_open[c.item_group[i as usize] as usize]).collect();
     search.live[0] = root_live;
     let root_bound = search.node(0);
-    let optimal = !search.aborted;
+    let finished = !search.aborted;
     let mut chosen: Vec<usize> = search.best_chosen.iter().map(|&i| c.item_original[i as usize]).collect();
     chosen.sort_unstable();
     let value: f64 = search.best_chosen.iter().map(|&i| c.value[i as usize]).sum();
-    let bound = if optimal { value } else { root_bound.max(value) };
-    Solution { chosen, value, bound, optimal, nodes: search.nodes }
+    let found_bound = if finished { search.gap_bound.max(value) } else { root_bound.max(value) };
+    let optimal = finished && !exceeds(c, found_bound, value);
+    let bound = if optimal { value } else { found_bound };
+    Solution { chosen, value, bound, optimal, finished, nodes: search.nodes }
+}
+
+/// `bound` is above `value` by more than float rounding (or, with whole-number values, by a
+/// whole unit): the optimum may be better than `value`.
+fn exceeds(c: &Compiled, bound: f64, value: f64) -> bool {
+    let scale = value.abs().max(1.0);
+    if c.integral_values {
+        bound >= value + 1.0 - 1e-7 * scale
+    } else {
+        bound > value + 1e-9 * scale
+    }
 }
 
 /// Subgradient steps at the root, where a good start for every node below is worth the most.
@@ -97,6 +164,9 @@ const NODE_STEPS: usize = 16;
 struct Search<'a> {
     c: &'a Compiled,
     deadline: Option<Instant>,
+    relative_gap: f64,
+    /// The largest bound of a subtree pruned only thanks to the relative gap.
+    gap_bound: f64,
     aborted: bool,
     nodes: u64,
     residual: Vec<u64>,
@@ -117,10 +187,12 @@ struct Search<'a> {
 }
 
 impl<'a> Search<'a> {
-    fn new(c: &'a Compiled, deadline: Option<Instant>) -> Self {
+    fn new(c: &'a Compiled, deadline: Option<Instant>, relative_gap: f64) -> Self {
         Search {
             c,
             deadline,
+            relative_gap: relative_gap.max(0.0),
+            gap_bound: f64::NEG_INFINITY,
             aborted: false,
             nodes: 0,
             residual: c.capacity.clone(),
@@ -139,14 +211,17 @@ impl<'a> Search<'a> {
         }
     }
 
-    /// The bound cannot beat the incumbent.
-    fn prunable(&self, bound: f64) -> bool {
-        let scale = self.best_value.abs().max(1.0);
-        if self.c.integral_values {
-            bound < self.best_value + 1.0 - 1e-7 * scale
-        } else {
-            bound <= self.best_value + 1e-9 * scale
+    /// The bound cannot beat the incumbent (by more than the relative gap, if one was asked for;
+    /// such a bound is remembered for the report).
+    fn prunable(&mut self, bound: f64) -> bool {
+        if !exceeds(self.c, bound, self.best_value) {
+            return true;
         }
+        if self.relative_gap > 0.0 && bound - self.best_value <= self.relative_gap * self.best_value.abs() {
+            self.gap_bound = self.gap_bound.max(bound);
+            return true;
+        }
+        false
     }
 
     fn fits(&self, item: u32, residual: &[u64]) -> bool {
@@ -278,7 +353,6 @@ impl<'a> Search<'a> {
             let mut best_of_group = 0.0;
             let mut pick_index = 0;
             let mut group = u32::MAX;
-            let reduced = &self.reduced;
             let mut kept = 0;
             for k in 0..live.len() {
                 let i = live[k];
@@ -287,12 +361,12 @@ impl<'a> Search<'a> {
                     group = g;
                     best_of_group = if pick_index < picks.len() && c.item_group[picks[pick_index] as usize] == g {
                         pick_index += 1;
-                        reduced[picks[pick_index - 1] as usize]
+                        self.reduced[picks[pick_index - 1] as usize]
                     } else {
                         0.0
                     };
                 }
-                if !self.prunable(bound - best_of_group + reduced[i as usize]) {
+                if !self.prunable(bound - best_of_group + self.reduced[i as usize]) {
                     live[kept] = i;
                     kept += 1;
                 }

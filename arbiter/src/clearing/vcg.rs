@@ -8,12 +8,16 @@
 //! that range anyway so a time-limited (inexact) solve can never charge a winner more than it bid
 //! or pay it. Losers pay nothing: removing a group that won nothing leaves `W*` optimal.
 //!
-//! Only winners need a re-solve, each warm-started from the chosen allocation minus the winner,
-//! on the already pre-processed problem.
+//! Only winners need a re-solve, each on the already pre-processed problem, warm-started from
+//! the chosen allocation minus the winner (a feasible allocation of the problem without it, so the
+//! re-solve starts with a good incumbent) and, on few-row problems, from the main solve's optimal
+//! root LP basis (still dual feasible once the winner's group is removed, so the re-solve's root
+//! LP takes a few dual simplex pivots instead of a solve from scratch).
 
 use super::compiled::Compiled;
 use super::problem::Problem;
 use super::solver::{solve_compiled, Solution, SolveOptions};
+
 
 /// An allocation with its payments.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,19 +30,26 @@ pub struct Clearing {
     pub payments_exact: bool,
 }
 
-/// Solves `problem` and, if `with_payments`, computes each winning group's VCG payment. The time
-/// limit in `options` applies to each solve separately.
 pub fn clear(problem: &Problem, options: &SolveOptions, with_payments: bool) -> Clearing {
+    clear_within(problem, options, 0.0, with_payments)
+}
+
+/// Solves `problem` and, if `with_payments`, computes each winning group's VCG payment. The time
+/// limit in `options` applies to each solve separately, and so does `relative_gap` (see
+/// [`super::solve_within`]): with a gap, `payments_exact` says whether every solve finished
+/// within it, and each payment may be off by up to the gap of the two welfares it subtracts.
+pub fn clear_within(problem: &Problem, options: &SolveOptions, relative_gap: f64, with_payments: bool) -> Clearing {
     let compiled = Compiled::new(problem);
-    let solution = solve_compiled(&compiled, options, None, &[]);
+    let (solution, root_basis) = solve_compiled(&compiled, options, relative_gap, None, &[], None);
     let mut payments = vec![0.0; problem.group_count()];
-    let mut payments_exact = solution.optimal;
+    let mut payments_exact = solution.finished;
     if with_payments {
         for &item in &solution.chosen {
             let winner = &problem.items()[item];
             let others: Vec<usize> = solution.chosen.iter().copied().filter(|&i| i != item).collect();
-            let without = solve_compiled(&compiled, options, Some(winner.group), &others);
-            payments_exact &= without.optimal;
+            let (without, _) =
+                solve_compiled(&compiled, options, relative_gap, Some(winner.group), &others, root_basis.as_ref());
+            payments_exact &= without.finished;
             let others_now = solution.value - winner.value;
             payments[winner.group] = (without.value - others_now).clamp(0.0, winner.value);
         }

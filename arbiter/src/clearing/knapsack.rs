@@ -1,0 +1,676 @@
+//! Branch-and-bound for problems with few rows (a host's round: tens of XOR groups over 4–6
+//! capacity rows) on the exact LP relaxation of [`super::lp`].
+//!
+//! Why a second search next to [`super::solver`]'s: on set packing (CATS, hundreds of rows) the
+//! Lagrangian bound with subgradient steps is strong and cheap, but on a host's multi-dimensional
+//! multiple-choice knapsack it stays well above the LP optimum and the search needs thousands of
+//! nodes. Here every node solves its LP exactly (a child starts from its parent's optimal basis
+//! and needs a few dual simplex pivots), and:
+//!
+//! - the bound is the Lagrangian `L(λ)` at the LP's row duals, which equals the LP optimum when
+//!   the LP solved and is an upper bound for any `λ ≥ 0` regardless, so numerical trouble in the
+//!   LP can weaken a bound but never make it wrong;
+//! - reduced-cost fixing: an item (or a group's "nothing") whose forced bound
+//!   `L − best(group) + reduced value` cannot beat the incumbent is disallowed in the subtree;
+//!   when a group is down to one item that item is taken, and items that no longer fit beside the
+//!   taken ones are disallowed too (exact, in integers);
+//! - the incumbent starts from the LP solution rounded greedily and improved by local search
+//!   (better bundles within a group, and exchanges between two groups), before any branching;
+//! - branching is on the LP's most fractional variable: take it (its group is closed to every
+//!   other option) or disallow it; all branching only changes bounds, so the parent's basis stays
+//!   dual feasible for both children.
+//!
+//! A node is pruned when its bound cannot beat the incumbent (the same tolerance as the other
+//! search), or, with a relative gap `ε > 0`, when it cannot beat it by more than `ε·incumbent`; the
+//! largest bound pruned that way is reported so the caller knows how far from optimal it may be.
+
+use std::time::Instant;
+
+use super::compiled::Compiled;
+use super::lp::{Basis, Lp, LpStatus};
+
+/// Search limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub deadline: Option<Instant>,
+    pub relative_gap: f64,
+}
+
+/// What the search found, in compiled item numbers.
+pub(crate) struct Outcome {
+    pub chosen: Vec<u32>,
+    pub value: f64,
+    /// An upper bound on every feasible selection.
+    pub bound: f64,
+    /// The search finished (the bound is then within the relative gap of `value`).
+    pub finished: bool,
+    pub nodes: u64,
+    /// The optimal basis of the root LP, for warm-starting related solves.
+    pub root_basis: Option<Basis>,
+}
+
+/// Solves the compiled problem without the groups in `removed_group` (compiled numbering),
+/// starting from `warm` (a feasible selection, compiled item numbers) and, if given, from a root
+/// basis of the same problem with fewer groups removed.
+pub(crate) fn solve(
+    c: &Compiled,
+    limits: Limits,
+    removed_group: Option<u32>,
+    warm: &[u32],
+    root_basis: Option<&Basis>,
+) -> Outcome {
+    let lp = Lp::new(c);
+    let vars = lp.vars();
+    let mut search = Search {
+        c,
+        deadline: limits.deadline,
+        relative_gap: limits.relative_gap.max(0.0),
+        aborted: false,
+        nodes: 0,
+        best_value: 0.0,
+        best_chosen: Vec::new(),
+        gap_bound: f64::NEG_INFINITY,
+        allowed: vec![vec![true; vars]],
+        basis: vec![root_basis.cloned().unwrap_or_else(|| lp.slack_basis())],
+        residual: c.capacity.clone(),
+        reduced: vec![0.0; c.items()],
+        best_of_group: vec![0.0; c.groups()],
+        root_basis: None,
+        warm_root: root_basis.is_some(),
+        lp,
+    };
+    if let Some(g) = removed_group {
+        for i in c.group_start[g as usize]..c.group_start[g as usize + 1] {
+            search.allowed[0][i as usize] = false;
+        }
+    }
+    let warm: Vec<u32> = warm.iter().copied().filter(|&i| search.allowed[0][i as usize]).collect();
+    let allowed = search.allowed[0].clone();
+    search.try_selection(&warm, &allowed, false);
+    let root_bound = search.node(0);
+    let finished = !search.aborted;
+    let value = search.best_value;
+    let bound = if finished { value.max(search.gap_bound) } else { root_bound.max(value) };
+    let mut chosen = search.best_chosen;
+    chosen.sort_unstable();
+    Outcome { chosen, value, bound, finished, nodes: search.nodes, root_basis: search.root_basis }
+}
+
+struct Search<'a> {
+    c: &'a Compiled,
+    lp: Lp<'a>,
+    deadline: Option<Instant>,
+    relative_gap: f64,
+    aborted: bool,
+    nodes: u64,
+    best_value: f64,
+    best_chosen: Vec<u32>,
+    /// The largest bound of a subtree pruned only thanks to the relative gap.
+    gap_bound: f64,
+    /// Variables allowed at each depth (items, row slacks, group slacks, as numbered by the LP).
+    allowed: Vec<Vec<bool>>,
+    /// The basis each depth starts from.
+    basis: Vec<Basis>,
+    residual: Vec<u64>,
+    reduced: Vec<f64>,
+    best_of_group: Vec<f64>,
+    root_basis: Option<Basis>,
+    /// The root starts from a given (dual feasible) basis rather than the slack basis.
+    warm_root: bool,
+}
+
+impl<'a> Search<'a> {
+    /// The bound cannot beat the incumbent (exactly, up to float rounding).
+    fn cannot_improve(&self, bound: f64) -> bool {
+        let scale = self.best_value.abs().max(1.0);
+        if self.c.integral_values {
+            bound < self.best_value + 1.0 - 1e-7 * scale
+        } else {
+            bound <= self.best_value + 1e-9 * scale
+        }
+    }
+
+    /// The bound cannot beat the incumbent by more than the relative gap; remembers the bound
+    /// when only the gap allowed the pruning.
+    fn prune(&mut self, bound: f64) -> bool {
+        if self.cannot_improve(bound) {
+            return true;
+        }
+        if self.relative_gap > 0.0 && bound - self.best_value <= self.relative_gap * self.best_value.abs() {
+            self.gap_bound = self.gap_bound.max(bound);
+            return true;
+        }
+        false
+    }
+
+    fn out_of_time(&mut self) -> bool {
+        if !self.aborted && self.nodes % 8 == 0 {
+            if let Some(deadline) = self.deadline {
+                self.aborted = Instant::now() >= deadline;
+            }
+        }
+        self.aborted
+    }
+
+    fn fits(&self, item: u32, residual: &[u64]) -> bool {
+        self.c.consumption(item).all(|e| self.c.cons_amount[e] <= residual[self.c.cons_row[e] as usize])
+    }
+
+    fn items_of(&self, g: usize) -> std::ops::Range<u32> {
+        self.c.group_start[g]..self.c.group_start[g + 1]
+    }
+
+    /// Takes the items that are the only option left in their group, and disallows items that no
+    /// longer fit beside them. `false` if the node has no feasible selection.
+    fn tighten(&mut self, allowed: &mut [bool]) -> bool {
+        let c = self.c;
+        loop {
+            let mut residual = std::mem::take(&mut self.residual);
+            residual.copy_from_slice(&c.capacity);
+            let mut feasible = true;
+            let mut open: Vec<bool> = Vec::with_capacity(c.groups());
+            for g in 0..c.groups() {
+                let slack = allowed[self.lp.group_slack(g) as usize];
+                let mut only = None;
+                let mut count = 0;
+                for i in self.items_of(g) {
+                    if allowed[i as usize] {
+                        count += 1;
+                        only = Some(i);
+                    }
+                }
+                match (slack, count) {
+                    (false, 0) => feasible = false,
+                    (false, 1) => {
+                        let i = only.expect("one allowed item");
+                        for e in c.consumption(i) {
+                            let r = c.cons_row[e] as usize;
+                            match residual[r].checked_sub(c.cons_amount[e]) {
+                                Some(left) => residual[r] = left,
+                                None => feasible = false,
+                            }
+                        }
+                        open.push(false);
+                        continue;
+                    }
+                    _ => {}
+                }
+                open.push(true);
+            }
+            if !feasible {
+                self.residual = residual;
+                return false;
+            }
+            let mut changed = false;
+            for g in (0..c.groups()).filter(|&g| open[g]) {
+                for i in self.items_of(g) {
+                    if allowed[i as usize] && !self.fits(i, &residual) {
+                        allowed[i as usize] = false;
+                        changed = true;
+                    }
+                }
+            }
+            self.residual = residual;
+            if !changed {
+                return true;
+            }
+        }
+    }
+
+    /// Greedily builds a selection from `order` (items in order of preference; at most one per
+    /// group is kept, the first that fits), starting from nothing; updates the incumbent.
+    fn try_selection(&mut self, order: &[u32], allowed: &[bool], exchanges: bool) {
+        let c = self.c;
+        let mut used = c.capacity.clone();
+        let mut taken_group = vec![false; c.groups()];
+        let mut taken = Vec::new();
+        for &i in order {
+            let g = c.item_group[i as usize] as usize;
+            if taken_group[g] || !allowed[i as usize] || !self.fits(i, &used) {
+                continue;
+            }
+            for e in c.consumption(i) {
+                used[c.cons_row[e] as usize] -= c.cons_amount[e];
+            }
+            taken_group[g] = true;
+            taken.push(i);
+        }
+        self.improve(&mut taken, &mut used, allowed, exchanges);
+    }
+
+    /// Local search from the feasible selection `taken` (with `left` capacity): moves within a
+    /// group to a better item that fits, and exchanges in two groups at once whose total value
+    /// rises (only if `exchanges`: they cost groups² x options², worth it at the root only); then
+    /// offers the result as the incumbent.
+    fn improve(&mut self, taken: &mut Vec<u32>, left: &mut [u64], allowed: &[bool], exchanges: bool) {
+        let c = self.c;
+        let rows = c.rows();
+        let mut choice: Vec<Option<u32>> = vec![None; c.groups()];
+        for &i in taken.iter() {
+            choice[c.item_group[i as usize] as usize] = Some(i);
+        }
+        let value_of = |x: Option<u32>| x.map_or(0.0, |i| c.value[i as usize]);
+        // Capacity left if `drop` were released: `left + consumption(drop)`.
+        let released = |left: &[u64], drop: Option<u32>, out: &mut Vec<u64>| {
+            out.clear();
+            out.extend_from_slice(left);
+            if let Some(d) = drop {
+                for e in c.consumption(d) {
+                    out[c.cons_row[e] as usize] += c.cons_amount[e];
+                }
+            }
+        };
+        let mut room = Vec::with_capacity(rows);
+        let mut room2 = Vec::with_capacity(rows);
+        let take = |left: &mut [u64], drop: Option<u32>, add: Option<u32>| {
+            if let Some(d) = drop {
+                for e in c.consumption(d) {
+                    left[c.cons_row[e] as usize] += c.cons_amount[e];
+                }
+            }
+            if let Some(a) = add {
+                for e in c.consumption(a) {
+                    left[c.cons_row[e] as usize] -= c.cons_amount[e];
+                }
+            }
+        };
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            // Best single-group move.
+            let mut best: Option<(f64, usize, u32)> = None;
+            for g in 0..c.groups() {
+                let current = choice[g];
+                released(left, current, &mut room);
+                for i in self.items_of(g) {
+                    let gain = c.value[i as usize] - value_of(current);
+                    if allowed[i as usize] && gain > 1e-12 && best.is_none_or(|b| gain > b.0) && self.fits(i, &room) {
+                        best = Some((gain, g, i));
+                    }
+                }
+            }
+            if let Some((_, g, i)) = best {
+                take(left, choice[g], Some(i));
+                choice[g] = Some(i);
+                if rounds < 4 * c.groups() + 8 {
+                    continue;
+                }
+            }
+            if !exchanges {
+                break;
+            }
+            // An exchange: group a gives up (part of) its item, group b takes a better one.
+            let mut exchange: Option<(f64, usize, Option<u32>, usize, u32)> = None;
+            for b in 0..c.groups() {
+                let current_b = choice[b];
+                released(left, current_b, &mut room);
+                for j in self.items_of(b) {
+                    let gain_b = c.value[j as usize] - value_of(current_b);
+                    if !allowed[j as usize] || gain_b <= 1e-12 || self.fits(j, &room) {
+                        continue;
+                    }
+                    for a in (0..c.groups()).filter(|&a| a != b) {
+                        let Some(current_a) = choice[a] else { continue };
+                        released(&room, Some(current_a), &mut room2);
+                        let smaller = std::iter::once(None).chain(
+                            self.items_of(a).filter(|&i| allowed[i as usize] && i != current_a).map(Some),
+                        );
+                        for option in smaller {
+                            let gain = gain_b + value_of(option) - c.value[current_a as usize];
+                            if gain <= 1e-9 * self.best_value.abs().max(1.0)
+                                || exchange.as_ref().is_some_and(|x| gain <= x.0)
+                            {
+                                continue;
+                            }
+                            let mut ok = self.fits(j, &room2);
+                            if ok {
+                                if let Some(o) = option {
+                                    // Both must fit together.
+                                    ok = c.consumption(o).all(|e| {
+                                        let r = c.cons_row[e] as usize;
+                                        let need_j = c
+                                            .consumption(j)
+                                            .find(|&f| c.cons_row[f] as usize == r)
+                                            .map_or(0, |f| c.cons_amount[f]);
+                                        c.cons_amount[e] + need_j <= room2[r]
+                                    });
+                                }
+                            }
+                            if ok {
+                                exchange = Some((gain, a, option, b, j));
+                            }
+                        }
+                    }
+                }
+            }
+            match exchange {
+                Some((_, a, option, b, j)) if rounds < 4 * c.groups() + 8 => {
+                    // Release both groups before taking anything: only together do they fit.
+                    take(left, choice[a], None);
+                    take(left, choice[b], None);
+                    take(left, None, option);
+                    take(left, None, Some(j));
+                    choice[a] = option;
+                    choice[b] = Some(j);
+                }
+                _ => break,
+            }
+        }
+        taken.clear();
+        taken.extend(choice.iter().flatten());
+        let value: f64 = taken.iter().map(|&i| c.value[i as usize]).sum();
+        if value > self.best_value {
+            self.best_value = value;
+            self.best_chosen.clone_from(taken);
+        }
+    }
+
+    /// `L(λ)` at the LP's row duals over the allowed variables; fills `reduced` and
+    /// `best_of_group`. `None` when some group has nothing allowed.
+    fn lagrangian_bound(&mut self, allowed: &[bool]) -> Option<f64> {
+        let c = self.c;
+        let mut bound = 0.0;
+        let lambda: Vec<f64> = self.lp.lambda.iter().map(|&l| l.max(0.0)).collect();
+        for &l in &lambda {
+            bound += l; // every row's right-hand side is 1 (a fraction of capacity)
+        }
+        for g in 0..c.groups() {
+            let mut best = if allowed[self.lp.group_slack(g) as usize] { 0.0 } else { f64::NEG_INFINITY };
+            for i in self.items_of(g) {
+                let mut rv = c.value[i as usize];
+                for e in c.consumption(i) {
+                    rv -= lambda[c.cons_row[e] as usize] * c.cons_fraction[e];
+                }
+                self.reduced[i as usize] = rv;
+                if allowed[i as usize] && rv > best {
+                    best = rv;
+                }
+            }
+            if best == f64::NEG_INFINITY {
+                return None;
+            }
+            self.best_of_group[g] = best;
+            bound += best;
+        }
+        Some(bound)
+    }
+
+    /// Explores the node whose allowed variables are `self.allowed[depth]`, from the basis
+    /// `self.basis[depth]`; returns its bound.
+    fn node(&mut self, depth: usize) -> f64 {
+        self.nodes += 1;
+        if self.out_of_time() {
+            return f64::INFINITY;
+        }
+        let c = self.c;
+        let mut allowed = std::mem::take(&mut self.allowed[depth]);
+        let mut basis = self.basis[depth].clone();
+        let bound = self.explore(depth, &mut allowed, &mut basis);
+        self.allowed[depth] = allowed;
+        let _ = c;
+        bound
+    }
+
+    fn explore(&mut self, depth: usize, allowed: &mut Vec<bool>, basis: &mut Basis) -> f64 {
+        let c = self.c;
+        if !self.tighten(allowed) {
+            return f64::NEG_INFINITY;
+        }
+        let every_slack_allowed = (0..c.groups()).all(|g| allowed[self.lp.group_slack(g) as usize]);
+        let mut status = if depth == 0 && !self.warm_root {
+            self.lp.primal(basis, allowed)
+        } else {
+            self.lp.dual(basis, allowed)
+        };
+        if status == LpStatus::Failed && every_slack_allowed {
+            *basis = self.lp.slack_basis();
+            status = self.lp.primal(basis, allowed);
+        }
+        if status == LpStatus::Infeasible {
+            if every_slack_allowed {
+                // Cannot be: the taken items fit and every other group may stay empty.
+                status = LpStatus::Failed;
+            } else {
+                return f64::NEG_INFINITY;
+            }
+        }
+        if depth == 0 && status == LpStatus::Optimal {
+            self.root_basis = Some(basis.clone());
+        }
+        let Some(bound) = self.lagrangian_bound(allowed) else {
+            return f64::NEG_INFINITY;
+        };
+        if self.prune(bound) {
+            return bound;
+        }
+
+        // Incumbent: the LP solution if integral, else rounded greedily (then local search).
+        let mut fractional: Option<(f64, u32)> = None;
+        let mut order: Vec<(f64, u32)> = Vec::new();
+        let mut integral = status == LpStatus::Optimal;
+        for &v in basis.key.iter().chain(&basis.nonkey) {
+            let x = self.lp.value(basis, v);
+            let g = self.lp.group_of(v);
+            if (v as usize) < c.items() && allowed[v as usize] && x > 1e-9 {
+                order.push((x, v));
+            }
+            if x > 1e-9 && x < 1.0 - 1e-9 {
+                integral = false;
+                if g != u32::MAX && allowed[v as usize] {
+                    let spread = x.min(1.0 - x);
+                    if fractional.is_none_or(|f| spread > f.0) {
+                        fractional = Some((spread, v));
+                    }
+                }
+            }
+        }
+        order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+        let mut preference: Vec<u32> = order.iter().map(|&(_, v)| v).collect();
+        if !integral {
+            // Fill the rest by reduced value, the relaxation's own ranking.
+            let mut rest: Vec<u32> =
+                (0..c.items() as u32).filter(|&i| allowed[i as usize] && self.reduced[i as usize] > 0.0).collect();
+            rest.sort_unstable_by(|&a, &b| self.reduced[b as usize].total_cmp(&self.reduced[a as usize]));
+            preference.extend(rest);
+        }
+        if depth == 0 || integral || self.nodes % 4 == 0 {
+            self.try_selection(&preference, allowed, depth == 0);
+        }
+        if self.prune(bound) {
+            return bound;
+        }
+
+        // Reduced-cost fixing at these multipliers.
+        let mut fixed_any = false;
+        for g in 0..c.groups() {
+            let base = bound - self.best_of_group[g];
+            let slack = self.lp.group_slack(g) as usize;
+            if allowed[slack] && self.prune(base) {
+                allowed[slack] = false;
+                fixed_any = true;
+            }
+            for i in self.items_of(g) {
+                if allowed[i as usize] && self.prune(base + self.reduced[i as usize]) {
+                    allowed[i as usize] = false;
+                    fixed_any = true;
+                }
+            }
+        }
+        if fixed_any && !self.tighten(allowed) {
+            return bound;
+        }
+
+        // Branch on the group of the most fractional variable: its allowed options, ordered by
+        // size (total consumption, "nothing" first), split where the LP's mass is halved; each
+        // child keeps one side. Both children cut off the LP solution, and the bound moves in
+        // both (excluding one bundle alone would let its neighbour in size take its place).
+        let split = match fractional
+            .filter(|&(_, v)| allowed[v as usize] && self.members(self.lp.group_of(v) as usize, allowed).len() >= 2)
+        {
+            Some((_, v)) => Some(self.split_group(self.lp.group_of(v) as usize, allowed, basis)),
+            None => self.fallback_branch(allowed).map(|v| {
+                let g = self.lp.group_of(v) as usize;
+                let rest: Vec<u32> = self.members(g, allowed).into_iter().filter(|&u| u != v).collect();
+                (vec![v], rest, true)
+            }),
+        };
+        let Some((low, high, low_first)) = split else {
+            // Every group is decided: the taken items fit (checked by `tighten`).
+            let taken: Vec<u32> = (0..c.items() as u32).filter(|&i| allowed[i as usize]).collect();
+            self.try_selection(&taken, allowed, false);
+            return bound;
+        };
+        if self.allowed.len() <= depth + 1 {
+            self.allowed.push(Vec::new());
+            self.basis.push(basis.clone());
+        }
+        let sides = if low_first { [&low, &high] } else { [&high, &low] };
+        for excluded in sides.into_iter().rev() {
+            if self.aborted || self.prune(bound) {
+                break;
+            }
+            let mut child = std::mem::take(&mut self.allowed[depth + 1]);
+            child.clone_from(allowed);
+            for &v in excluded.iter() {
+                child[v as usize] = false;
+            }
+            self.allowed[depth + 1] = child;
+            self.basis[depth + 1].clone_from(basis);
+            self.node(depth + 1);
+        }
+        bound
+    }
+
+    /// The allowed options of group `g`: its items and its "nothing" slack.
+    fn members(&self, g: usize, allowed: &[bool]) -> Vec<u32> {
+        let slack = self.lp.group_slack(g);
+        std::iter::once(slack).chain(self.items_of(g)).filter(|&v| allowed[v as usize]).collect()
+    }
+
+    /// Splits group `g`'s allowed options by size where the LP solution's mass is closest to
+    /// half, with options the LP uses on both sides. Returns (smaller, larger, keep-smaller-first:
+    /// whether the smaller side carries more of the LP's mass).
+    fn split_group(&self, g: usize, allowed: &[bool], basis: &Basis) -> (Vec<u32>, Vec<u32>, bool) {
+        let size = |v: u32| -> f64 {
+            if (v as usize) < self.c.items() {
+                self.c.consumption(v).map(|e| self.c.cons_fraction[e]).sum()
+            } else {
+                0.0
+            }
+        };
+        let mut members: Vec<(f64, u32, f64)> =
+            self.members(g, allowed).into_iter().map(|v| (size(v), v, self.lp.value(basis, v).max(0.0))).collect();
+        members.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let first_used = members.iter().position(|m| m.2 > 1e-9).unwrap_or(0);
+        let last_used = members.iter().rposition(|m| m.2 > 1e-9).unwrap_or(members.len() - 1);
+        // Cut after position k, first_used <= k < last_used.
+        let total: f64 = members.iter().map(|m| m.2).sum();
+        let mut cut = first_used;
+        let mut best = f64::INFINITY;
+        let mut mass = 0.0;
+        for (k, m) in members.iter().enumerate().take(last_used.max(first_used + 1)) {
+            mass += m.2;
+            if k >= first_used && k < last_used.max(first_used + 1) {
+                let off = (mass - total / 2.0).abs();
+                if off < best {
+                    best = off;
+                    cut = k;
+                }
+            }
+        }
+        let cut = cut.min(members.len().saturating_sub(2));
+        let low: Vec<u32> = members[..=cut].iter().map(|m| m.1).collect();
+        let high: Vec<u32> = members[cut + 1..].iter().map(|m| m.1).collect();
+        let low_mass: f64 = members[..=cut].iter().map(|m| m.2).sum();
+        (low, high, low_mass * 2.0 >= total)
+    }
+
+    /// A variable to branch on when the LP gives no fractional one: the allowed option of highest
+    /// reduced value in a group that still has two or more. `None` when every group is decided.
+    fn fallback_branch(&self, allowed: &[bool]) -> Option<u32> {
+        let c = self.c;
+        let mut best: Option<(f64, u32)> = None;
+        for g in 0..c.groups() {
+            let slack = self.lp.group_slack(g);
+            let members: Vec<(f64, u32)> = self
+                .items_of(g)
+                .filter(|&i| allowed[i as usize])
+                .map(|i| (self.reduced[i as usize], i))
+                .chain(allowed[slack as usize].then_some((0.0, slack)))
+                .collect();
+            if members.len() < 2 {
+                continue;
+            }
+            let top = members.iter().copied().max_by(|a, b| a.0.total_cmp(&b.0)).expect("two members");
+            if best.is_none_or(|b| top.0 > b.0) {
+                best = Some(top);
+            }
+        }
+        best.map(|(_, v)| v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clearing::auction::joint_problem;
+    use crate::clearing::solver::lagrangian_search;
+    use crate::clearing::SyntheticHost;
+
+    fn synthetic(workloads: usize, seed: u64) -> Compiled {
+        let host = SyntheticHost { workloads, bundles: 8, oversubscription: 2.5 }.generate(seed);
+        Compiled::new(&joint_problem(std::slice::from_ref(&host), &[0], &[], &[]).problem)
+    }
+
+    fn exact() -> Limits {
+        Limits { deadline: None, relative_gap: 0.0 }
+    }
+
+    #[test]
+    fn agrees_with_the_lagrangian_search_on_synthetic_hosts() {
+        for seed in 0..12 {
+            let c = synthetic(14, seed);
+            let started = Instant::now();
+            let lp = solve(&c, exact(), None, &[], None);
+            let lp_time = started.elapsed();
+            let started = Instant::now();
+            let reference = lagrangian_search(&c, None, 0.0, None, &[]);
+            let reference_time = started.elapsed();
+            println!(
+                "seed {seed}: LP search {} nodes {:?}, Lagrangian search {} nodes {:?}",
+                lp.nodes, lp_time, reference.nodes, reference_time
+            );
+            assert!(lp.finished && reference.optimal);
+            assert!((lp.value - reference.value).abs() <= 1e-9 * lp.value.max(1.0), "{} vs {}", lp.value, reference.value);
+            assert!(lp.bound >= lp.value);
+        }
+    }
+
+    #[test]
+    fn a_relative_gap_bounds_the_distance_to_the_optimum() {
+        for seed in 0..12 {
+            let c = synthetic(14, 100 + seed);
+            let optimum = solve(&c, exact(), None, &[], None).value;
+            let within = solve(&c, Limits { deadline: None, relative_gap: 0.01 }, None, &[], None);
+            assert!(within.finished);
+            assert!(within.bound >= optimum - 1e-9 * optimum, "bound {} below the optimum {optimum}", within.bound);
+            assert!(within.bound <= within.value * 1.01 + 1e-9, "bound {} too far above {}", within.bound, within.value);
+            assert!(within.value <= optimum + 1e-9 * optimum);
+        }
+    }
+
+    #[test]
+    fn a_removed_group_never_wins_and_a_warm_root_gives_the_same_answer() {
+        let c = synthetic(14, 7);
+        let main = solve(&c, exact(), None, &[], None);
+        let root = main.root_basis.clone().expect("the root LP solves");
+        for &winner in &main.chosen {
+            let g = c.item_group[winner as usize];
+            let others: Vec<u32> = main.chosen.iter().copied().filter(|&i| i != winner).collect();
+            let warm = solve(&c, exact(), Some(g), &others, Some(&root));
+            let cold = solve(&c, exact(), Some(g), &[], None);
+            assert!(warm.chosen.iter().all(|&i| c.item_group[i as usize] != g));
+            assert!((warm.value - cold.value).abs() <= 1e-9 * cold.value.max(1.0));
+        }
+    }
+}

@@ -251,7 +251,7 @@ pub async fn run(settings: AgentSettings, shutdown: impl Future<Output = ()>) ->
             && !settings.workloads.iter().any(|c| c.id == config.id);
         active.admit(&bus, &settings, &mut enforcer, config, resolved, discovered).await;
     }
-    metrics::gauge!(m::WORKLOADS).set(negotiators.len() as f64);
+    metrics::gauge!(m::WORKLOADS).set(active.running.len() as f64);
     let backend_name = enforcer.backend().name();
     metrics::counter!(m::ENFORCEMENT_ERRORS, "backend" => backend_name).absolute(0);
     // Hold every workload at its guarantee until the first decision arrives.

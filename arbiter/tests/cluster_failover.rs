@@ -66,9 +66,13 @@ impl Cluster {
 
     /// SIGTERM every replica and wait for clean exits.
     fn stop_all(&mut self) {
-        for (node, mut child) in std::mem::take(&mut self.replicas) {
+        let replicas = std::mem::take(&mut self.replicas);
+        for child in replicas.values() {
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let status = child.wait().unwrap();
+        }
+        // Every replica is waited for before any verdict, so a failed one leaves no process behind.
+        let exits: Vec<_> = replicas.into_iter().map(|(node, mut child)| (node, child.wait().unwrap())).collect();
+        for (node, status) in exits {
             assert!(status.success(), "replica {node} exited with {status}: {}", tail(&self.log(node)));
         }
     }

@@ -89,15 +89,15 @@ impl BidBook {
                 ),
             ));
         }
+        let Some(entry) = ledger.workload(&bid.host, &bid.workload) else {
+            return Err(reject(RejectReason::UnknownWorkload, format!("{}/{} is not registered", bid.host, bid.workload)));
+        };
         if self.is_sealed(&bid.host, open.round) {
             return Err(reject(
                 RejectReason::Late,
                 format!("host {}'s auction for round {} closed early: every workload had bid", bid.host, bid.round),
             ));
         }
-        let Some(entry) = ledger.workload(&bid.host, &bid.workload) else {
-            return Err(reject(RejectReason::UnknownWorkload, format!("{}/{} is not registered", bid.host, bid.workload)));
-        };
         if let Err(e) = bid.check_against(&entry.spec) {
             return Err(reject(RejectReason::OutsideLimits, e.to_string()));
         }
@@ -373,6 +373,10 @@ mod tests {
         let late = book.accept(&ledger, &host, samples::bid(), OPEN, 9_200).unwrap_err();
         assert_eq!(late.reason, RejectReason::Late);
         assert!(late.detail.contains("closed early"), "{}", late.detail);
+        let mut stranger = samples::bid();
+        stranger.workload = WorkloadId::new("ghost").unwrap();
+        let unknown = book.accept(&ledger, &host, stranger, OPEN, 9_200).unwrap_err();
+        assert_eq!(unknown.reason, RejectReason::UnknownWorkload, "a sealed host still names unknown workloads");
         // The next round starts unsealed.
         assert!(!book.is_sealed(&host, 43));
     }

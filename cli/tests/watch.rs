@@ -95,7 +95,7 @@ async fn watch_json_replays_and_follows_the_decisions_stream() {
     // Following from now: only decisions published after it started. Publish rounds until the
     // watcher (whose consumer starts at some unknown moment) prints one; every line is a round
     // published after the old ones, and lines arrive as they are published (flushed per line).
-    let mut follower =
+    let follower =
         FollowedChild::spawn(entente(&nats, &["watch", "--json"]).stdout(Stdio::piped()).stderr(Stdio::null()));
     let mut seen = Vec::new();
     for round in 100..200 {

@@ -207,8 +207,11 @@ async fn main() -> Result<(), BusError> {
                 per_decision.push(t.saturating_sub(*deadline) as f64);
                 before_deadline += usize::from(t < deadline);
             }
+            let last = times.iter().max().map_or(0, |t| t.saturating_sub(*deadline));
+            let late = times.iter().filter(|t| *t >= deadline).count();
+            eprintln!("round {round}: {} decisions, {late} after the deadline, last {last} ms after it", times.len());
             if times.len() >= expected {
-                all_hosts_latency.push(times.iter().max().unwrap().saturating_sub(*deadline) as f64);
+                all_hosts_latency.push(last as f64);
             }
         }
     }

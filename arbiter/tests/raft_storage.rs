@@ -1,7 +1,7 @@
 //! The Raft log store and state machine on disk: openraft's own storage test suite, and what
 //! must survive a restart or a crash in the middle of a write.
 
-use entente_arbiter::raft::log_store::log_file_path;
+use entente_arbiter::raft::log_store::segment_paths;
 use entente_arbiter::raft::{LogStore, LogStoreOptions, NodeId, ReplicatedState, StateMachineStore, TypeConfig};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
@@ -60,6 +60,10 @@ fn set_entry(term: u64, index: u64) -> Entry<C> {
     }
 }
 
+fn last_segment(dir: &Path) -> std::path::PathBuf {
+    segment_paths(dir).expect("list segments").pop().expect("a segment")
+}
+
 fn open_log(dir: &Path) -> LogStore<C> {
     LogStore::open(dir, LogStoreOptions::default()).expect("open log")
 }
@@ -99,7 +103,7 @@ async fn a_torn_last_record_is_dropped_on_reopen() {
         log.append_durable((1..=5).map(|i| set_entry(1, i)).collect()).await.expect("append");
         log.append_durable((6..=8).map(|i| set_entry(1, i)).collect()).await.expect("append");
     }
-    let path = log_file_path(dir.path());
+    let path = last_segment(dir.path());
     let full = std::fs::metadata(&path).expect("log file").len();
     // A crash in the middle of the second write: only part of its record reached the disk.
     std::fs::OpenOptions::new().write(true).open(&path).expect("open log file").set_len(full - 7).expect("cut");
@@ -120,7 +124,7 @@ async fn a_torn_last_record_is_dropped_on_reopen() {
     drop(file);
     let mut log = open_log(dir.path());
     assert_eq!(indexes(&mut log).await, (1..=6).collect::<Vec<_>>());
-    assert_eq!(log.file_len().expect("len"), len);
+    assert_eq!(log.disk_bytes().expect("len"), len);
 }
 
 #[tokio::test]
@@ -131,7 +135,7 @@ async fn a_bad_checksum_before_the_tail_is_an_error() {
         log.append_durable((1..=3).map(|i| set_entry(1, i)).collect()).await.expect("append");
         log.save_vote(&Vote::new(1, 1)).await.expect("vote");
     }
-    let path = log_file_path(dir.path());
+    let path = last_segment(dir.path());
     let mut bytes = std::fs::read(&path).expect("read log file");
     // Flip a byte inside the first record's payload (after the 8-byte magic and 8-byte header).
     bytes[20] ^= 0xff;
@@ -141,46 +145,69 @@ async fn a_bad_checksum_before_the_tail_is_an_error() {
 }
 
 #[tokio::test]
-async fn purge_compacts_the_file() {
+async fn purge_deletes_whole_segments_and_keeps_the_vote() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let options = LogStoreOptions { compact_bytes: 64 << 20, compact_after_purge_bytes: 0 };
+    let options = LogStoreOptions { segment_bytes: 1024 };
     {
         let mut log = LogStore::<C>::open(dir.path(), options.clone()).expect("open");
+        log.save_vote(&Vote::new_committed(1, 1)).await.expect("vote");
         for i in 1..=200 {
             log.append_durable(vec![set_entry(1, i)]).await.expect("append");
         }
-        log.save_vote(&Vote::new_committed(1, 1)).await.expect("vote");
-        let before = log.file_len().expect("len");
+        let segments = segment_paths(dir.path()).expect("list").len();
+        assert!(segments > 10, "200 entries in 1 KiB segments made only {segments} segments");
+        let before = log.disk_bytes().expect("len");
         log.purge(log_id(1, 190)).await.expect("purge");
-        let after = log.file_len().expect("len");
-        assert!(after * 5 < before, "compaction shrank {before} only to {after}");
-        assert!(!dir.path().join("raft-log.bin.compact").exists());
+        let after = log.disk_bytes().expect("len");
+        assert!(after * 5 < before, "the purge freed only {} of {before} bytes", before - after);
+        assert!(segment_paths(dir.path()).expect("list").len() <= 3);
     }
     let mut log = LogStore::<C>::open(dir.path(), options).expect("reopen");
     assert_eq!(indexes(&mut log).await, (191..=200).collect::<Vec<_>>());
     assert_eq!(log.get_log_state().await.expect("state").last_purged_log_id, Some(log_id(1, 190)));
+    // The vote was written once, into a segment long deleted: the newer segments carry it.
     assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new_committed(1, 1)));
 }
 
 #[tokio::test]
-async fn growth_compaction_keeps_everything_live() {
+async fn truncations_across_segments_survive_reopen() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let options = LogStoreOptions { compact_bytes: 4096, compact_after_purge_bytes: u64::MAX };
+    let options = LogStoreOptions { segment_bytes: 4096 };
     {
         let mut log = LogStore::<C>::open(dir.path(), options.clone()).expect("open");
         for i in 1..=300 {
             log.append_durable(vec![set_entry(1, i)]).await.expect("append");
-            // Rewrite the tail now and then so the file holds dead records.
+            // Rewrite the tail now and then: the truncated entries often sit in an older segment.
             if i % 50 == 0 {
                 log.truncate(log_id(1, i - 10)).await.expect("truncate");
                 log.append_durable((i - 10..=i).map(|j| set_entry(2, j)).collect()).await.expect("append");
             }
         }
+        log.purge(log_id(1, 20)).await.expect("purge");
     }
+    assert!(segment_paths(dir.path()).expect("list").len() > 5);
     let mut log = LogStore::<C>::open(dir.path(), options).expect("reopen");
-    assert_eq!(indexes(&mut log).await, (1..=300).collect::<Vec<_>>());
+    assert_eq!(indexes(&mut log).await, (21..=300).collect::<Vec<_>>());
     let entries = log.try_get_log_entries(290..=290).await.expect("read");
     assert_eq!(entries[0].log_id, LogId::new(CommittedLeaderId::new(2, 1), 290));
+    let entries = log.try_get_log_entries(285..=285).await.expect("read");
+    assert_eq!(entries[0].log_id, log_id(1, 285));
+}
+
+#[tokio::test]
+async fn a_log_from_the_single_file_format_opens_as_its_first_segment() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    {
+        let mut log = open_log(dir.path());
+        log.append_durable((1..=4).map(|i| set_entry(1, i)).collect()).await.expect("append");
+        log.save_vote(&Vote::new(3, 2)).await.expect("vote");
+    }
+    // The earlier format is exactly one segment under the old name.
+    std::fs::rename(last_segment(dir.path()), dir.path().join("raft-log.bin")).expect("rename");
+    let mut log = open_log(dir.path());
+    assert_eq!(indexes(&mut log).await, (1..=4).collect::<Vec<_>>());
+    assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(3, 2)));
+    assert!(!dir.path().join("raft-log.bin").exists());
 }
 
 #[tokio::test]

@@ -16,16 +16,22 @@
 //! torn tail; it was never acknowledged, so it is cut off. A bad checksum with more records behind
 //! it cannot come from a crash and is reported as corruption instead of being skipped.
 //!
-//! Purged and overwritten entries stay in the file until it is compacted: the live state is
-//! written to a temporary file, fsynced, renamed over the log, and the directory fsynced, so at
-//! every instant either the old or the new file is complete.
+//! The file is cut into segments (`raft-log.<sequence>.bin`, each with its own magic), so that
+//! forgetting the past never means rewriting the present: once the current segment exceeds
+//! [`LogStoreOptions::segment_bytes`] a new one is started, opened by the current vote, committed
+//! index and purge point, so that older segments hold nothing but entries. A purge then deletes
+//! the oldest segments whose every entry it covers. (An earlier version rewrote one file without
+//! its dead records while appends waited; at a few megabytes of decisions per round that stalled
+//! the cluster for over a second.) A segment is created under a temporary name, fsynced and
+//! renamed, so a crash never leaves a half-made one behind; only the last segment can end in a
+//! torn record.
 //!
-//! Reads never touch the disk: an in-memory index (a `BTreeMap` by log index) mirrors the file.
+//! Reads never touch the disk: an in-memory index (a `BTreeMap` by log index) mirrors the files.
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{LogId, OptionalSend, RaftLogId, RaftLogReader, RaftTypeConfig, StorageError, StorageIOError, Vote};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -33,37 +39,63 @@ use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// The name of the log file inside a replica's data directory.
-pub const LOG_FILE_NAME: &str = "raft-log.bin";
-/// Where a compaction writes before it renames over [`LOG_FILE_NAME`].
-const COMPACT_FILE_NAME: &str = "raft-log.bin.compact";
+/// Segment files are named `<SEGMENT_PREFIX><sequence, 20 digits><SEGMENT_SUFFIX>`.
+const SEGMENT_PREFIX: &str = "raft-log.";
+const SEGMENT_SUFFIX: &str = ".bin";
+/// Where a new segment is written before it is renamed into place.
+const NEW_SEGMENT_FILE_NAME: &str = "raft-log.next.tmp";
+/// The single-file log of earlier versions; opened as the first segment.
+const LEGACY_FILE_NAME: &str = "raft-log.bin";
+/// The leftover of an earlier version's interrupted compaction (always incomplete).
+const LEGACY_COMPACT_FILE_NAME: &str = "raft-log.bin.compact";
 /// Identifies the file format; bump the digit when the format changes.
 const MAGIC: &[u8; 8] = b"ENTRLOG1";
 /// Length and checksum in front of every record.
 const RECORD_HEADER: usize = 8;
 /// No record is ever this big; a length above it is garbage (a torn or corrupt header).
 const MAX_RECORD_BYTES: usize = 1 << 30;
-/// Entries per `Append` record when a compaction rewrites the log.
-const COMPACT_BATCH: usize = 512;
 
-/// The path of the log file in `dir`.
-pub fn log_file_path(dir: &Path) -> PathBuf {
-    dir.join(LOG_FILE_NAME)
+fn segment_path(dir: &Path, sequence: u64) -> PathBuf {
+    dir.join(format!("{SEGMENT_PREFIX}{sequence:020}{SEGMENT_SUFFIX}"))
 }
 
-/// When the log file is rewritten without its dead records.
+/// The log's segment files in `dir`, oldest first, with their sequence numbers.
+fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut segments = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(sequence) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SEGMENT_PREFIX))
+            .and_then(|n| n.strip_suffix(SEGMENT_SUFFIX))
+            .filter(|n| n.len() == 20)
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        segments.push((sequence, entry.path()));
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+/// The paths of the log's segment files in `dir`, oldest first (for tests and operators).
+pub fn segment_paths(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    Ok(list_segments(dir)?.into_iter().map(|(_, path)| path).collect())
+}
+
+/// How big the log's segment files grow.
 #[derive(Debug, Clone)]
 pub struct LogStoreOptions {
-    /// Compact once the file exceeds this size and has doubled since the last compaction (the
-    /// second condition keeps a log whose live part is big from being rewritten on every write).
-    pub compact_bytes: u64,
-    /// After a purge, compact if the file exceeds this size.
-    pub compact_after_purge_bytes: u64,
+    /// Start a new segment once the current one exceeds this size. Smaller segments free disk
+    /// sooner after a purge; each costs a file and a few header records.
+    pub segment_bytes: u64,
 }
 
 impl Default for LogStoreOptions {
     fn default() -> Self {
-        LogStoreOptions { compact_bytes: 64 << 20, compact_after_purge_bytes: 1 << 20 }
+        LogStoreOptions { segment_bytes: 16 << 20 }
     }
 }
 
@@ -137,14 +169,25 @@ impl<C: RaftTypeConfig> LogIndex<C> {
     }
 }
 
-/// The open log file.
-struct LogFile {
+/// The segment files on disk.
+struct LogFiles {
     dir: PathBuf,
-    file: File,
-    len: u64,
-    /// The size right after the last compaction (or open).
-    compacted_len: u64,
     options: LogStoreOptions,
+    /// The segment being appended to.
+    current: File,
+    current_sequence: u64,
+    current_len: u64,
+    /// The highest entry index appended to the current segment.
+    current_max_index: Option<u64>,
+    /// Older segments, oldest first.
+    sealed: VecDeque<SealedSegment>,
+}
+
+struct SealedSegment {
+    sequence: u64,
+    len: u64,
+    /// The highest entry index it holds; a purge past it makes the segment deletable.
+    max_index: Option<u64>,
 }
 
 /// Whether a record must be on disk before the operation counts as done.
@@ -156,22 +199,15 @@ enum Durability {
     Lazy,
 }
 
-/// When the log asks itself whether to compact.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum CompactCheck {
-    Growth,
-    AfterPurge,
-}
-
 /// The durable Raft log of one replica. Cloning gives another handle to the same log.
 pub struct LogStore<C: RaftTypeConfig> {
     index: Arc<Mutex<LogIndex<C>>>,
-    file: Arc<Mutex<LogFile>>,
+    files: Arc<Mutex<LogFiles>>,
 }
 
 impl<C: RaftTypeConfig> Clone for LogStore<C> {
     fn clone(&self) -> Self {
-        LogStore { index: self.index.clone(), file: self.file.clone() }
+        LogStore { index: self.index.clone(), files: self.files.clone() }
     }
 }
 
@@ -182,7 +218,7 @@ pub struct LogReader<C: RaftTypeConfig> {
 
 fn lock<'a, T, NID: openraft::NodeId>(mutex: &'a Mutex<T>) -> Result<MutexGuard<'a, T>, StorageError<NID>> {
     // A poisoned lock means a panic interrupted a change half way; the index can no longer be
-    // trusted to mirror the file, so the replica stops instead of guessing.
+    // trusted to mirror the files, so the replica stops instead of guessing.
     mutex.lock().map_err(|_| {
         let e = io::Error::other("raft log lock poisoned by an earlier panic");
         StorageIOError::read_logs(&e).into()
@@ -201,9 +237,16 @@ fn encode_record<C: RaftTypeConfig>(record: &RecordRef<'_, C>) -> io::Result<Vec
     Ok(framed)
 }
 
-/// Makes a rename or a file creation in `dir` durable.
+/// Makes a rename, a creation or a removal in `dir` durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// What replaying one segment found.
+struct Replayed {
+    /// Bytes of the file that hold whole records (less than its length when the tail is torn).
+    valid_len: usize,
+    max_index: Option<u64>,
 }
 
 impl<C> LogStore<C>
@@ -218,66 +261,132 @@ where
 
     fn open_io(dir: &Path, options: LogStoreOptions) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        // A compaction that did not reach its rename left the old log intact; its leftover is
-        // incomplete by definition.
-        match std::fs::remove_file(dir.join(COMPACT_FILE_NAME)) {
-            Ok(()) => tracing::warn!(dir = %dir.display(), "removed an unfinished raft log compaction"),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        // A segment that never reached its rename was never used; an earlier version's
+        // interrupted compaction is incomplete by definition.
+        for leftover in [NEW_SEGMENT_FILE_NAME, LEGACY_COMPACT_FILE_NAME] {
+            match std::fs::remove_file(dir.join(leftover)) {
+                Ok(()) => tracing::warn!(dir = %dir.display(), file = leftover, "removed an unfinished raft log file"),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
-        let path = log_file_path(dir);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        if bytes.len() < MAGIC.len() {
-            // Missing, or a creation cut short before its magic was synced: nothing was ever
-            // acknowledged from this file.
-            Self::create_empty(&path, dir)?;
-            let file = OpenOptions::new().append(true).open(&path)?;
-            let len = MAGIC.len() as u64;
+        let mut segments = list_segments(dir)?;
+        let legacy = dir.join(LEGACY_FILE_NAME);
+        if std::fs::metadata(&legacy).is_ok_and(|m| m.len() < MAGIC.len() as u64) {
+            // Its creation was cut short before the magic was synced: nothing was ever in it.
+            std::fs::remove_file(&legacy)?;
+        }
+        if legacy.exists() {
+            if !segments.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} holds both {LEGACY_FILE_NAME} and log segments", dir.display()),
+                ));
+            }
+            let first = segment_path(dir, 0);
+            std::fs::rename(&legacy, &first)?;
+            sync_dir(dir)?;
+            segments.push((0, first));
+        }
+        if segments.is_empty() {
+            let index = LogIndex::new();
+            let (current, len) = Self::create_segment(dir, 0, &index)?;
             return Ok(Self::assemble(
-                LogIndex::new(),
-                LogFile { dir: dir.to_owned(), file, len, compacted_len: len, options },
+                index,
+                LogFiles {
+                    dir: dir.to_owned(),
+                    options,
+                    current,
+                    current_sequence: 0,
+                    current_len: len,
+                    current_max_index: None,
+                    sealed: VecDeque::new(),
+                },
             ));
         }
-        if &bytes[..MAGIC.len()] != MAGIC {
+        let mut index = LogIndex::new();
+        let mut sealed = VecDeque::new();
+        let last = segments.len() - 1;
+        let mut current = None;
+        for (position, (sequence, path)) in segments.into_iter().enumerate() {
+            let bytes = std::fs::read(&path)?;
+            let replayed = Self::replay(&bytes, &path, &mut index)?;
+            if position < last {
+                if replayed.valid_len < bytes.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{}: torn record in a segment that has newer segments after it", path.display()),
+                    ));
+                }
+                sealed.push_back(SealedSegment { sequence, len: bytes.len() as u64, max_index: replayed.max_index });
+                continue;
+            }
+            let file = OpenOptions::new().append(true).open(&path)?;
+            if replayed.valid_len < bytes.len() {
+                tracing::warn!(
+                    path = %path.display(),
+                    dropped_bytes = bytes.len() - replayed.valid_len,
+                    "raft log ends in a torn record (a crash during a write); dropping it"
+                );
+                file.set_len(replayed.valid_len as u64)?;
+                file.sync_all()?;
+            }
+            current = Some((file, sequence, replayed.valid_len as u64, replayed.max_index));
+        }
+        let (file, sequence, len, max_index) = current.expect("at least one segment");
+        Ok(Self::assemble(
+            index,
+            LogFiles {
+                dir: dir.to_owned(),
+                options,
+                current: file,
+                current_sequence: sequence,
+                current_len: len,
+                current_max_index: max_index,
+                sealed,
+            },
+        ))
+    }
+
+    fn assemble(index: LogIndex<C>, files: LogFiles) -> Self {
+        LogStore { index: Arc::new(Mutex::new(index)), files: Arc::new(Mutex::new(files)) }
+    }
+
+    /// Creates segment `sequence` opened by the index's vote, committed index and purge point,
+    /// durably (temporary file, fsync, rename, directory fsync). Returns it open for appending,
+    /// and its length.
+    fn create_segment(dir: &Path, sequence: u64, index: &LogIndex<C>) -> io::Result<(File, u64)> {
+        let mut content = MAGIC.to_vec();
+        if let Some(vote) = &index.vote {
+            content.extend(encode_record::<C>(&RecordRef::Vote(vote))?);
+        }
+        if index.committed.is_some() {
+            content.extend(encode_record::<C>(&RecordRef::Committed(&index.committed))?);
+        }
+        if let Some(upto) = &index.last_purged {
+            content.extend(encode_record::<C>(&RecordRef::Purge { upto })?);
+        }
+        let tmp_path = dir.join(NEW_SEGMENT_FILE_NAME);
+        {
+            let mut tmp = File::create(&tmp_path)?;
+            tmp.write_all(&content)?;
+            tmp.sync_all()?;
+        }
+        let path = segment_path(dir, sequence);
+        std::fs::rename(&tmp_path, &path)?;
+        sync_dir(dir)?;
+        Ok((OpenOptions::new().append(true).open(&path)?, content.len() as u64))
+    }
+
+    /// Replays one segment into `index`.
+    fn replay(bytes: &[u8], path: &Path, index: &mut LogIndex<C>) -> io::Result<Replayed> {
+        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{} is not an entente raft log (bad magic)", path.display()),
+                format!("{} is not an entente raft log segment (bad magic)", path.display()),
             ));
         }
-        let (index, valid_len) = Self::replay(&bytes, &path)?;
-        let file = OpenOptions::new().append(true).open(&path)?;
-        if valid_len < bytes.len() {
-            tracing::warn!(
-                path = %path.display(),
-                dropped_bytes = bytes.len() - valid_len,
-                "raft log ends in a torn record (a crash during a write); dropping it"
-            );
-            file.set_len(valid_len as u64)?;
-            file.sync_all()?;
-        }
-        let len = valid_len as u64;
-        Ok(Self::assemble(index, LogFile { dir: dir.to_owned(), file, len, compacted_len: len, options }))
-    }
-
-    fn assemble(index: LogIndex<C>, file: LogFile) -> Self {
-        LogStore { index: Arc::new(Mutex::new(index)), file: Arc::new(Mutex::new(file)) }
-    }
-
-    fn create_empty(path: &Path, dir: &Path) -> io::Result<()> {
-        let mut file = File::create(path)?;
-        file.write_all(MAGIC)?;
-        file.sync_all()?;
-        sync_dir(dir)
-    }
-
-    /// Replays the records after the magic; returns the index and how many bytes of the file
-    /// are valid (less than its length when the tail is torn).
-    fn replay(bytes: &[u8], path: &Path) -> io::Result<(LogIndex<C>, usize)> {
-        let mut index = LogIndex::new();
+        let mut max_index = None;
         let mut pos = MAGIC.len();
         while pos < bytes.len() {
             let rest = &bytes[pos..];
@@ -306,79 +415,95 @@ where
                     format!("{}: undecodable record at byte {pos}: {e}", path.display()),
                 )
             })?;
+            if let Record::Append(entries) = &record {
+                max_index = entries.iter().map(|e| e.get_log_id().index).chain(max_index).max();
+            }
             index.apply(record);
             pos += end;
         }
-        Ok((index, pos))
+        Ok(Replayed { valid_len: pos, max_index })
     }
 
-    /// Writes `record` (already framed) in the blocking pool, fsyncs it when asked, and compacts
-    /// when the file has grown enough.
-    async fn write(&self, framed: Vec<u8>, durability: Durability, check: CompactCheck) -> io::Result<()> {
-        let file = self.file.clone();
+    /// Writes `record` (already framed) in the blocking pool and fsyncs it when asked. An append
+    /// names the highest index it holds. Starts a new segment when the current one is full, and
+    /// deletes the oldest segments once everything in them is purged.
+    async fn write(&self, framed: Vec<u8>, durability: Durability, max_index: Option<u64>) -> io::Result<()> {
+        let files = self.files.clone();
         let index = self.index.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
-            let mut log = file.lock().map_err(|_| io::Error::other("raft log file lock poisoned"))?;
-            if let Err(e) = log.file.write_all(&framed) {
+            let mut log = files.lock().map_err(|_| io::Error::other("raft log file lock poisoned"))?;
+            if let Err(e) = log.current.write_all(&framed) {
                 // Cut off whatever part of the record made it, so that a later record does not
                 // land behind garbage (which replay would rightly call corruption).
-                let valid = log.len;
-                if let Err(cut) = log.file.set_len(valid) {
+                let valid = log.current_len;
+                if let Err(cut) = log.current.set_len(valid) {
                     tracing::error!(error = %cut, "cannot cut a partly written raft log record");
                 }
                 return Err(e);
             }
-            log.len += framed.len() as u64;
+            log.current_len += framed.len() as u64;
+            log.current_max_index = log.current_max_index.max(max_index);
             if durability == Durability::Sync {
-                log.file.sync_data()?;
+                log.current.sync_data()?;
             }
-            let compact = match check {
-                CompactCheck::Growth => log.len > log.options.compact_bytes && log.len > 2 * log.compacted_len,
-                CompactCheck::AfterPurge => log.len > log.options.compact_after_purge_bytes,
-            };
-            if compact {
-                Self::compact(&mut log, &index)?;
+            if log.current_len > log.options.segment_bytes {
+                Self::start_segment(&mut log, &index)?;
             }
-            Ok(())
+            Self::delete_purged_segments(&mut log, &index)
         })
         .await
         .map_err(io::Error::other)?
     }
 
-    /// Rewrites the file with the live state only. Called with the file lock held; takes the
-    /// index lock only while encoding.
-    fn compact(log: &mut LogFile, index: &Mutex<LogIndex<C>>) -> io::Result<()> {
-        let before = log.len;
-        let tmp_path = log.dir.join(COMPACT_FILE_NAME);
-        let mut content = MAGIC.to_vec();
-        {
+    /// Seals the current segment and starts the next. Called with the file lock held.
+    fn start_segment(log: &mut LogFiles, index: &Mutex<LogIndex<C>>) -> io::Result<()> {
+        // Only the last segment may end torn: make this one whole before it stops being last.
+        log.current.sync_data()?;
+        let sequence = log.current_sequence + 1;
+        let (file, len) = {
             let index = index.lock().map_err(|_| io::Error::other("raft log index lock poisoned"))?;
-            if let Some(vote) = &index.vote {
-                content.extend(encode_record::<C>(&RecordRef::Vote(vote))?);
+            Self::create_segment(&log.dir, sequence, &index)?
+        };
+        log.sealed.push_back(SealedSegment {
+            sequence: log.current_sequence,
+            len: log.current_len,
+            max_index: log.current_max_index,
+        });
+        log.current = file;
+        log.current_sequence = sequence;
+        log.current_len = len;
+        log.current_max_index = None;
+        tracing::debug!(sequence, "started a new raft log segment");
+        Ok(())
+    }
+
+    /// Deletes the oldest sealed segments whose entries are all purged. Only a prefix goes: a
+    /// later segment's records (a truncation) may concern entries of an earlier one, never the
+    /// other way round, and every segment opens with the vote, committed index and purge point
+    /// of its time, so the newest of each survives in a kept segment.
+    fn delete_purged_segments(log: &mut LogFiles, index: &Mutex<LogIndex<C>>) -> io::Result<()> {
+        let purged = {
+            let index = index.lock().map_err(|_| io::Error::other("raft log index lock poisoned"))?;
+            index.last_purged.as_ref().map(|id| id.index)
+        };
+        let mut deleted = 0;
+        while let Some(oldest) = log.sealed.front() {
+            let all_purged = match (oldest.max_index, purged) {
+                (None, _) => true,
+                (Some(max), Some(purged)) => max <= purged,
+                (Some(_), None) => false,
+            };
+            if !all_purged {
+                break;
             }
-            if index.committed.is_some() {
-                content.extend(encode_record::<C>(&RecordRef::Committed(&index.committed))?);
-            }
-            if let Some(upto) = &index.last_purged {
-                content.extend(encode_record::<C>(&RecordRef::Purge { upto })?);
-            }
-            let entries: Vec<C::Entry> = index.entries.values().cloned().collect();
-            for batch in entries.chunks(COMPACT_BATCH) {
-                content.extend(encode_record::<C>(&RecordRef::Append(batch))?);
-            }
+            std::fs::remove_file(segment_path(&log.dir, oldest.sequence))?;
+            log.sealed.pop_front();
+            deleted += 1;
         }
-        {
-            let mut tmp = File::create(&tmp_path)?;
-            tmp.write_all(&content)?;
-            tmp.sync_all()?;
+        if deleted > 0 {
+            sync_dir(&log.dir)?;
+            tracing::debug!(deleted, "deleted purged raft log segments");
         }
-        let path = log_file_path(&log.dir);
-        std::fs::rename(&tmp_path, &path)?;
-        sync_dir(&log.dir)?;
-        log.file = OpenOptions::new().append(true).open(&path)?;
-        log.len = content.len() as u64;
-        log.compacted_len = log.len;
-        tracing::debug!(before, after = log.len, "compacted the raft log");
         Ok(())
     }
 
@@ -389,17 +514,19 @@ where
             return Ok(());
         }
         let framed = encode_record::<C>(&RecordRef::Append(&entries)).map_err(|e| StorageIOError::write_logs(&e))?;
+        let max_index = entries.iter().map(|e| e.get_log_id().index).max();
         // The index learns the entries before they are durable: openraft may read what it just
         // appended (to replicate it) but counts it as stored only once the callback fires.
         lock(&self.index)?.append(entries);
-        self.write(framed, Durability::Sync, CompactCheck::Growth)
+        self.write(framed, Durability::Sync, max_index)
             .await
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
-    /// The size of the log file now, for tests and metrics.
-    pub fn file_len(&self) -> Result<u64, StorageError<C::NodeId>> {
-        Ok(lock(&self.file)?.len)
+    /// The bytes of all segment files now, for tests and metrics.
+    pub fn disk_bytes(&self) -> Result<u64, StorageError<C::NodeId>> {
+        let files = lock(&self.files)?;
+        Ok(files.current_len + files.sealed.iter().map(|s| s.len).sum::<u64>())
     }
 }
 
@@ -450,7 +577,7 @@ where
         lock(&self.index)?.vote = Some(vote.clone());
         // A vote must survive a crash before it is granted, or a replica could vote twice in
         // one term: `save_vote` returns only after the fsync.
-        self.write(framed, Durability::Sync, CompactCheck::Growth)
+        self.write(framed, Durability::Sync, None)
             .await
             .map_err(|e| StorageIOError::write_vote(&e).into())
     }
@@ -463,7 +590,7 @@ where
         let framed =
             encode_record::<C>(&RecordRef::Committed(&committed)).map_err(|e| StorageIOError::write_logs(&e))?;
         lock(&self.index)?.committed = committed;
-        self.write(framed, Durability::Lazy, CompactCheck::Growth)
+        self.write(framed, Durability::Lazy, None)
             .await
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
@@ -496,7 +623,7 @@ where
         let since = log_id.index;
         let framed = encode_record::<C>(&RecordRef::Truncate { since }).map_err(|e| StorageIOError::write_logs(&e))?;
         lock(&self.index)?.truncate(since);
-        self.write(framed, Durability::Sync, CompactCheck::Growth)
+        self.write(framed, Durability::Sync, None)
             .await
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
@@ -505,7 +632,7 @@ where
         let framed =
             encode_record::<C>(&RecordRef::Purge { upto: &log_id }).map_err(|e| StorageIOError::write_logs(&e))?;
         lock(&self.index)?.purge(log_id);
-        self.write(framed, Durability::Sync, CompactCheck::AfterPurge)
+        self.write(framed, Durability::Sync, None)
             .await
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }

@@ -42,10 +42,13 @@ impl Default for NodeConfig {
                 // chunk that a busy follower writing to disk can meet.
                 snapshot_max_chunk_size: 512 << 10,
                 install_snapshot_timeout: 2000,
-                // Snapshots are the whole ledger; taking one every few thousand entries keeps both
-                // the log and the cost of a snapshot modest.
-                snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
-                max_in_snapshot_log_to_keep: 1000,
+                // Snapshots are the whole ledger (small); the log holds every round's decisions
+                // (megabytes per round at a thousand hosts), in memory as well as on disk until a
+                // snapshot lets it be purged. A snapshot every thousand entries (about a minute
+                // of 1 s rounds at a thousand hosts) bounds both; a lagging follower within the
+                // last 200 entries still catches up from the log instead of a snapshot.
+                snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
+                max_in_snapshot_log_to_keep: 200,
                 // Must exceed the snapshot interval, or a snapshot cannot close the gap.
                 replication_lag_threshold: 10_000,
                 ..Config::default()

@@ -6,7 +6,7 @@
 //! replica starts, so a bad setting is one clear message and a non-zero exit.
 
 use crate::leader::RoundSettings;
-use crate::replica::{self, ReplicaSettings};
+use crate::replica::{self, Bootstrap, ReplicaSettings};
 use entente_protocol::cli::{shutdown_signal, NatsArgs};
 use entente_protocol::metrics::MetricsArgs;
 use entente_protocol::NodeId;
@@ -26,6 +26,10 @@ pub struct RunArgs {
     /// The node ids of the initial cluster, comma-separated (e.g. 1,2,3).
     #[arg(long, env = "ENTENTE_PEERS", value_delimiter = ',')]
     pub peers: Option<Vec<NodeId>>,
+    /// Join an existing cluster instead of founding one: the replica waits, answering Raft, until
+    /// `entente members --add <node-id>` makes it a member. For replacing a replica.
+    #[arg(long, env = "ENTENTE_JOIN", conflicts_with = "peers")]
+    pub join: bool,
     /// Where this replica keeps its Raft log and snapshots.
     #[arg(long, env = "ENTENTE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -44,6 +48,7 @@ pub struct RunArgs {
 pub struct FileSettings {
     pub node_id: Option<NodeId>,
     pub peers: Option<Vec<NodeId>>,
+    pub join: Option<bool>,
     pub data_dir: Option<PathBuf>,
     pub nats_url: Option<String>,
     pub prefix: Option<String>,
@@ -64,10 +69,19 @@ impl RunArgs {
         if node_id == 0 {
             return Err("--node-id must be a positive integer".into());
         }
-        let peers = self.peers.clone().or(file.peers.clone()).unwrap_or_else(|| vec![node_id]);
-        if !peers.contains(&node_id) {
-            return Err(format!("--peers {peers:?} must include this node ({node_id})"));
-        }
+        let join = self.join || file.join.unwrap_or(false);
+        let bootstrap = if join {
+            if self.peers.is_some() || file.peers.is_some() {
+                return Err("--join and --peers exclude each other: a joining replica is added by the cluster".into());
+            }
+            Bootstrap::Join
+        } else {
+            let peers = self.peers.clone().or(file.peers.clone()).unwrap_or_else(|| vec![node_id]);
+            if !peers.contains(&node_id) {
+                return Err(format!("--peers {peers:?} must include this node ({node_id})"));
+            }
+            Bootstrap::Found { peers }
+        };
         let data_dir = self
             .data_dir
             .clone()
@@ -81,7 +95,7 @@ impl RunArgs {
         bus.retry_initial_connect = true;
         Ok(ReplicaSettings {
             node_id,
-            peers,
+            bootstrap,
             data_dir,
             bus,
             rounds: RoundSettings::for_interval(Duration::from_millis(round_ms)),
@@ -95,7 +109,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     let settings = args.settings()?;
     args.metrics.serve().map_err(|e| e.to_string())?;
     crate::metrics::describe();
-    tracing::info!(node = settings.node_id, peers = ?settings.peers, data_dir = %settings.data_dir.display(), "entente-arbiter starting");
+    tracing::info!(node = settings.node_id, bootstrap = ?settings.bootstrap, data_dir = %settings.data_dir.display(), "entente-arbiter starting");
     replica::run(settings, shutdown_signal()).await.map_err(|e| e.to_string())
 }
 
@@ -114,7 +128,9 @@ mod tests {
     fn run_settings_are_checked() {
         let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap().run.settings();
         let ok = parse(&["--node-id", "2", "--peers", "1,2,3", "--data-dir", "/tmp/a2", "--round-ms", "500"]).unwrap();
-        assert_eq!((ok.node_id, ok.peers.clone()), (2, vec![1, 2, 3]));
+        assert_eq!((ok.node_id, ok.bootstrap.clone()), (2, Bootstrap::Found { peers: vec![1, 2, 3] }));
+        assert_eq!(parse(&["--node-id", "4", "--join"]).unwrap().bootstrap, Bootstrap::Join);
+        assert!(Cli::try_parse_from(["x", "--node-id", "4", "--join", "--peers", "1,4"]).is_err());
         assert_eq!(ok.rounds.interval, Duration::from_millis(500));
         assert!(parse(&[]).unwrap_err().contains("--node-id is required"));
         assert!(parse(&["--node-id", "4", "--peers", "1,2,3"]).unwrap_err().contains("must include this node"));

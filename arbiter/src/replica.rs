@@ -42,12 +42,20 @@ impl Default for Response {
 #[derive(Debug, Clone)]
 pub struct ReplicaSettings {
     pub node_id: NodeId,
-    /// Every voter of the initial cluster (this replica included).
-    pub peers: Vec<NodeId>,
+    pub bootstrap: Bootstrap,
     pub data_dir: PathBuf,
     pub bus: BusConfig,
     pub rounds: RoundSettings,
     pub raft: NodeConfig,
+}
+
+/// How a replica with an empty data directory becomes part of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// Found the cluster with these voters (this replica included), unless it exists already.
+    Found { peers: Vec<NodeId> },
+    /// Wait to be added by the existing cluster's leader (a replacement replica).
+    Join,
 }
 
 /// Why a replica stopped with an error.
@@ -63,21 +71,27 @@ pub enum ReplicaError {
 
 /// Runs the replica until `shutdown` completes.
 pub async fn run(settings: ReplicaSettings, shutdown: impl Future<Output = ()>) -> Result<(), ReplicaError> {
-    if !settings.peers.contains(&settings.node_id) {
-        return Err(ReplicaError::Config(format!(
-            "node {} is not among the peers {:?}",
-            settings.node_id, settings.peers
-        )));
+    if let Bootstrap::Found { peers } = &settings.bootstrap {
+        if !peers.contains(&settings.node_id) {
+            return Err(ReplicaError::Config(format!("node {} is not among the peers {peers:?}", settings.node_id)));
+        }
     }
     std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
         ReplicaError::Config(format!("cannot create data directory {}: {e}", settings.data_dir.display()))
     })?;
     let bus = Bus::connect(&settings.bus).await?;
     let node = Arc::new(start_node::<Ledger>(settings.node_id, &settings.data_dir, &bus, settings.raft.clone()).await?);
-    match node.initialize_if_needed(&settings.peers).await {
-        Ok(true) => tracing::info!(peers = ?settings.peers, "initialized a new cluster"),
-        Ok(false) => tracing::info!("joined the existing cluster"),
-        Err(e) => tracing::warn!(error = %e, "cluster initialization failed; waiting for the others"),
+    match &settings.bootstrap {
+        Bootstrap::Found { peers } => match node.initialize_if_needed(peers).await {
+            Ok(true) => tracing::info!(?peers, "initialized a new cluster"),
+            Ok(false) => tracing::info!("joined the existing cluster"),
+            Err(e) => tracing::warn!(error = %e, "cluster initialization failed; waiting for the others"),
+        },
+        Bootstrap::Join => tracing::info!(
+            node = settings.node_id,
+            "waiting to be added to the cluster (entente members --add {})",
+            settings.node_id
+        ),
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -43,9 +43,19 @@ impl Cluster {
     }
 
     fn start_replica(&mut self, node: NodeId) {
+        self.spawn(node, &["--peers", "1,2,3"]);
+    }
+
+    /// Starts a replacement replica that waits to be added to the running cluster.
+    fn start_joining(&mut self, node: NodeId) {
+        self.spawn(node, &["--join"]);
+    }
+
+    fn spawn(&mut self, node: NodeId, bootstrap: &[&str]) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log(node)).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_entente-arbiter"))
-            .args(["run", "--node-id", &node.to_string(), "--peers", "1,2,3", "--round-ms", &ROUND_MS.to_string()])
+            .args(["run", "--node-id", &node.to_string(), "--round-ms", &ROUND_MS.to_string()])
+            .args(bootstrap)
             .arg("--data-dir")
             .arg(self.data_dir(node))
             .args(["--nats", &self.nats_url])
@@ -62,6 +72,14 @@ impl Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGTERM one replica and wait for a clean exit.
+    fn stop(&mut self, node: NodeId) {
+        let mut child = self.replicas.remove(&node).expect("a running replica");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        assert!(status.success(), "replica {node} exited with {status}: {}", tail(&self.log(node)));
     }
 
     /// SIGTERM every replica and wait for clean exits.
@@ -334,5 +352,81 @@ async fn rounds_survive_the_leader_being_killed_and_the_cluster_restarting() {
     assert_eq!(names(&after), names(&before));
     let budgets_ok = after.hosts.iter().flat_map(|h| &h.workloads).all(|w| w.balance <= w.budget && w.balance >= 0.0);
     assert!(budgets_ok);
+    cluster.stop_all();
+}
+
+/// The highest round any of `nodes` has applied.
+async fn progress_of(bus: &Bus, nodes: &[NodeId]) -> RoundId {
+    let mut last = 0;
+    for &node in nodes {
+        if let Some(s) = status(bus, bus.subjects().node_status(node)).await {
+            last = last.max(s.last_round);
+        }
+    }
+    last
+}
+
+/// Waits until one of `nodes` has applied `round`.
+async fn run_until(bus: &Bus, nodes: &[NodeId], round: RoundId) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while progress_of(bus, nodes).await < round {
+        assert!(Instant::now() < deadline, "rounds stopped short of round {round}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_is_replaced_by_a_new_one_that_then_votes() {
+    let nats = NatsServer::start();
+    let bus = nats.bus().await;
+    let mut cluster = Cluster::start(&nats);
+    wait_for_leader(&bus, None, Duration::from_secs(20)).await.expect("a leader is elected");
+    register_everything(&bus).await;
+    let agents = tokio::spawn(simulated_agents(bus.clone()));
+    let start = progress_of(&bus, &[1, 2, 3]).await;
+    run_until(&bus, &[1, 2, 3], start + 5).await;
+
+    // Replace a follower with node 4, the way an operator would: start the new replica with
+    // --join, then ask the leader to change the members.
+    let leader = status(&bus, bus.subjects().status()).await.unwrap().leader.unwrap();
+    let retired = (1..=3).find(|n| *n != leader).unwrap();
+    cluster.start_joining(4);
+    let change = MembershipChange { add: vec![4], remove: vec![retired] };
+    let reply: MembershipReply = bus
+        .request(bus.subjects().members(), &change, Some(Duration::from_secs(30)))
+        .await
+        .expect("the leader answers a membership change");
+    let mut expected: Vec<NodeId> = (1..=4).filter(|n| *n != retired).collect();
+    expected.sort();
+    assert_eq!(reply, MembershipReply::Changed { members: expected.clone() });
+    cluster.stop(retired);
+
+    // The new replica holds the ledger and reports the new membership.
+    let joined = entente_tests::eventually(Duration::from_secs(15), async || {
+        let s = status(&bus, bus.subjects().node_status(4)).await?;
+        (s.members == expected && s.hosts_total == HOSTS as u32).then_some(s)
+    })
+    .await
+    .unwrap_or_else(|| panic!("node 4 did not join:\n{}", tail(&cluster.log(4))));
+    assert_eq!(joined.workloads_total, (HOSTS * WORKLOADS_PER_HOST) as u32);
+
+    // Node 4 is a voter: with the old leader gone, the remaining two of {leader, other, 4}
+    // elect a new leader only if node 4 votes, and rounds continue.
+    let at_replacement = progress_of(&bus, &expected).await;
+    cluster.kill(leader);
+    let (new_leader, _) = wait_for_leader(&bus, Some(leader), Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("no leader without node {leader}:\n{}", tail(&cluster.log(4))));
+    assert_ne!(new_leader, retired);
+    let survivors: Vec<NodeId> = expected.iter().copied().filter(|n| *n != leader).collect();
+    run_until(&bus, &survivors, at_replacement + 10).await;
+    agents.abort();
+
+    // The stream through the whole change: every decision fits, no round twice per host.
+    let last = progress_of(&bus, &survivors).await;
+    tokio::time::sleep(Duration::from_millis(2 * ROUND_MS)).await;
+    let decisions = read_decisions(&bus, last).await;
+    check_quota(&decisions);
+    assert!(decisions.keys().any(|(r, _)| *r > at_replacement + 5), "rounds were decided after the change");
     cluster.stop_all();
 }

@@ -69,6 +69,30 @@ pub enum ReplicaError {
     Config(String),
 }
 
+/// Takes an exclusive lock on `dir` for as long as the returned file lives. Two replicas on one
+/// data directory would both believe they hold its log and votes, which breaks Raft's safety, so
+/// the second is refused. The operating system drops the lock when the process dies, even by
+/// SIGKILL, so a crash never leaves a stale lock behind.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, ReplicaError> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| ReplicaError::Config(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ReplicaError::Config(format!(
+            "data directory {} is in use by another running replica",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(ReplicaError::Config(format!("cannot lock {}: {e}", path.display())))
+        }
+    }
+}
+
 /// Runs the replica until `shutdown` completes.
 pub async fn run(settings: ReplicaSettings, shutdown: impl Future<Output = ()>) -> Result<(), ReplicaError> {
     if let Bootstrap::Found { peers } = &settings.bootstrap {
@@ -79,6 +103,7 @@ pub async fn run(settings: ReplicaSettings, shutdown: impl Future<Output = ()>) 
     std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
         ReplicaError::Config(format!("cannot create data directory {}: {e}", settings.data_dir.display()))
     })?;
+    let _data_dir_lock = lock_data_dir(&settings.data_dir)?;
     let bus = Bus::connect(&settings.bus).await?;
     let node = Arc::new(start_node::<Ledger>(settings.node_id, &settings.data_dir, &bus, settings.raft.clone()).await?);
     match &settings.bootstrap {
@@ -201,4 +226,19 @@ pub fn cluster_status(node: &RaftNode<Ledger>, with_workloads: bool) -> ClusterS
             })
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_directory_serves_one_replica_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_data_dir(dir.path()).expect("the first replica locks its directory");
+        let refused = lock_data_dir(dir.path()).expect_err("a second replica on the same directory");
+        assert!(refused.to_string().contains("in use by another running replica"), "{refused}");
+        drop(held);
+        lock_data_dir(dir.path()).expect("the lock is free again once its holder is gone");
+    }
 }

@@ -9,6 +9,7 @@ use entente_predictor::correlation::CorrelationConfig;
 use entente_predictor::model::Model;
 use entente_predictor::service::{self, ServiceConfig};
 use entente_protocol::cli::{init_logging, shutdown_signal, LogArgs, NatsArgs};
+use entente_protocol::metrics::MetricsArgs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -38,6 +39,8 @@ enum Command {
 struct RunArgs {
     #[command(flatten)]
     nats: NatsArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     /// Directory holding entente-predictor.onnx and entente-predictor.json; watched for new models.
     #[arg(long, env = "ENTENTE_MODEL_DIR")]
     model_dir: PathBuf,
@@ -69,16 +72,7 @@ fn main() -> ExitCode {
     init_logging(cli.log.log_format, "info");
     let result = match cli.command {
         Command::Check { model_dir } => check(&model_dir),
-        Command::Run(args) => settings(args).and_then(|config| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot start the async runtime: {e}"))?
-                .block_on(async { service::run(config, shutdown_signal()).await })
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }),
+        Command::Run(args) => run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -87,6 +81,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run(args: RunArgs) -> Result<(), String> {
+    let metrics = args.metrics.clone();
+    let config = settings(args)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?
+        .block_on(async {
+            // Bound before the service starts: a port in use is an error now, not a gap later.
+            metrics.serve().map_err(|e| e.to_string())?;
+            entente_predictor::metrics::describe();
+            service::run(config, shutdown_signal()).await.map(|_| ()).map_err(|e| e.to_string())
+        })
 }
 
 fn settings(args: RunArgs) -> Result<ServiceConfig, String> {

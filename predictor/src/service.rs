@@ -9,10 +9,13 @@
 //! baseline serves, and every forecast says so.
 
 use crate::correlation::{CorrelationConfig, Correlations};
+use crate::metrics;
 use crate::forecaster::{observations, predict_with_baseline, predict_with_model, Prediction, MAX_INTERFERENCE};
 use crate::model::{Model, ModelError};
 use crate::reload::ModelWatcher;
 use crate::window::{WindowConfig, Windows, WorkloadWindow};
+use ::metrics::{counter, gauge, histogram};
+use entente_protocol::baseline::BASELINE_VERSION;
 use entente_protocol::bus::{Bus, BusConfig, BusError, Received};
 use entente_protocol::clock::unix_ms_now;
 use entente_protocol::validate::MAX_WORKLOADS_PER_HOST;
@@ -89,13 +92,17 @@ pub async fn run(config: ServiceConfig, shutdown: impl Future<Output = ()>) -> R
         Err(e) => {
             tracing::error!(
                 error = %e,
-                baseline = entente_protocol::baseline::BASELINE_VERSION,
+                baseline = BASELINE_VERSION,
                 "no usable model at start-up; serving the stated baseline (forecasts are marked baseline) until a valid model appears in {}",
                 config.model_dir.display()
             );
             None
         }
     };
+    match &model {
+        Some(m) => metrics::model_in_use(m.version(), "model", None),
+        None => metrics::model_in_use(BASELINE_VERSION, "baseline", None),
+    }
     let bus = Bus::connect(&config.bus).await?;
     let mut inbox = bus.subscribe::<TelemetrySample>(bus.subjects().telemetry_all()).await?;
     // The subscription is in place at the server before the service calls itself ready.
@@ -124,7 +131,7 @@ pub async fn run(config: ServiceConfig, shutdown: impl Future<Output = ()>) -> R
     tracing::info!(
         subject = %state.bus.subjects().telemetry_all(),
         interval_ms,
-        model = state.model.as_ref().map_or(entente_protocol::baseline::BASELINE_VERSION, |m| m.version()),
+        model = state.model.as_ref().map_or(BASELINE_VERSION, |m| m.version()),
         "predictor ready: serving forecasts"
     );
     tokio::pin!(shutdown);
@@ -185,6 +192,7 @@ impl Predictor {
             Ok(sample) => sample,
             Err(e) => {
                 self.counts.undecodable += 1;
+                counter!(metrics::SAMPLES, "outcome" => "undecodable").increment(1);
                 tracing::warn!(subject = %received.subject, error = %e, "dropping undecodable telemetry");
                 return;
             }
@@ -193,6 +201,7 @@ impl Predictor {
             Ok(Subject::Telemetry { host, workload }) if host == sample.host && workload == sample.workload => {}
             _ => {
                 self.counts.refused += 1;
+                counter!(metrics::SAMPLES, "outcome" => "refused").increment(1);
                 tracing::warn!(
                     subject = %received.subject,
                     host = %sample.host,
@@ -203,9 +212,13 @@ impl Predictor {
             }
         }
         match self.windows.record(&sample, unix_ms_now()) {
-            Ok(()) => self.counts.samples += 1,
+            Ok(()) => {
+                self.counts.samples += 1;
+                counter!(metrics::SAMPLES, "outcome" => "accepted").increment(1);
+            }
             Err(e) => {
                 self.counts.refused += 1;
+                counter!(metrics::SAMPLES, "outcome" => "refused").increment(1);
                 tracing::warn!(error = %e, "dropping telemetry");
             }
         }
@@ -218,6 +231,9 @@ impl Predictor {
             tracing::info!(%host, %workload, "workload stopped reporting; forgotten");
             self.correlations.forget(&host, &workload);
         }
+        let (host_count, workload_count) = self.windows.counts();
+        gauge!(metrics::HOSTS).set(host_count as f64);
+        gauge!(metrics::WORKLOADS).set(workload_count as f64);
         let hosts = self.windows.fresh_hosts();
         if hosts.is_empty() {
             return;
@@ -239,12 +255,14 @@ impl Predictor {
         for (host, windows) in batches {
             let model = self.model.clone();
             let predicted = tokio::task::spawn_blocking(move || {
+                let inference = Instant::now();
                 let prediction = match &model {
                     Some(model) => {
                         predict_with_model(model, &windows).map_err(|e| (e, predict_with_baseline(&windows, horizon_ms)))
                     }
                     None => Ok(predict_with_baseline(&windows, horizon_ms)),
                 };
+                histogram!(metrics::INFERENCE_DURATION).record(inference.elapsed().as_secs_f64());
                 (windows, prediction)
             })
             .await;
@@ -257,11 +275,13 @@ impl Predictor {
             };
             let prediction = prediction.unwrap_or_else(|(e, baseline)| {
                 self.counts.model_failures += 1;
+                counter!(metrics::MODEL_FAILURES).increment(1);
                 tracing::error!(%host, error = %e, "model inference failed; this forecast is the baseline's");
                 baseline
             });
             self.publish(host, &windows, prediction, now).await;
         }
+        histogram!(metrics::INTERVAL_DURATION).record(started.elapsed().as_secs_f64());
         tracing::debug!(hosts = served, elapsed_us = started.elapsed().as_micros() as u64, "interval served");
     }
 
@@ -278,21 +298,31 @@ impl Predictor {
             interference: prediction.interference,
         };
         match self.bus.publish_forecast(&forecast).await {
-            Ok(()) => self.counts.forecasts += 1,
-            Err(e) => tracing::warn!(host = %forecast.host, error = %e, "cannot publish forecast"),
+            Ok(()) => {
+                self.counts.forecasts += 1;
+                counter!(metrics::FORECASTS_PUBLISHED).increment(1);
+            }
+            Err(e) => {
+                counter!(metrics::FORECAST_PUBLISH_ERRORS).increment(1);
+                tracing::warn!(host = %forecast.host, error = %e, "cannot publish forecast")
+            }
         }
     }
 
     /// Loads the model directory's new contents; keeps the current model if they do not load.
     async fn reload(&mut self) {
-        let current = self.model.as_ref().map_or(entente_protocol::baseline::BASELINE_VERSION, |m| m.version()).to_owned();
+        let current = self.model.as_ref().map_or(BASELINE_VERSION, |m| m.version()).to_owned();
         match load_model(&self.config.model_dir).await {
             Ok(model) => {
                 log_loaded(&model, &self.config, Some(&current));
+                counter!(metrics::MODEL_RELOADS, "outcome" => "loaded").increment(1);
+                let previous_source = if self.model.is_some() { "model" } else { "baseline" };
+                metrics::model_in_use(model.version(), "model", Some((current.clone(), previous_source)));
                 self.windows.ensure_capacity(model.window());
                 self.model = Some(Arc::new(model));
             }
             Err(e) => {
+                counter!(metrics::MODEL_RELOADS, "outcome" => "refused").increment(1);
                 tracing::error!(error = %e, keeping = %current, "the model directory changed but its model does not load; keeping the current one");
             }
         }

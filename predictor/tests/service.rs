@@ -3,7 +3,8 @@
 //! intervals; a missing or corrupt model is reported and the baseline serves, saying so; a model
 //! copied into the model directory is picked up without a restart, and a broken one is refused
 //! while the current one keeps serving; the rolling correlation names a pair that keeps
-//! interfering; SIGTERM stops the service cleanly.
+//! interfering; SIGTERM stops the service cleanly; its `/metrics` passes promtool and counts what
+//! it did.
 
 use entente_predictor::model::{Sidecar, MODEL_FILE, SIDECAR_FILE};
 use entente_protocol::baseline::BASELINE_VERSION;
@@ -352,4 +353,59 @@ async fn a_pair_that_keeps_interfering_is_named() {
         forecast.frequent_pairs.iter().map(|p| (p.aggressor.as_str(), p.victim.as_str())).collect();
     assert_eq!(pairs, vec![("batch", "web")], "{:?}", forecast.frequent_pairs);
     assert!(forecast.frequent_pairs[0].correlation > 0.9);
+}
+
+#[tokio::test]
+async fn the_metrics_endpoint_passes_promtool_and_counts_forecasts() {
+    use entente_tests::prometheus::{check_exposition, documented_metrics, metric_families, sample_value, scrape};
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], entente_tests::free_port()).into();
+    let interval = Duration::from_millis(500);
+    let predictor = Predictor::start_with(
+        &nats,
+        &shipped_model_dir(),
+        interval.as_millis() as u64,
+        dir.path(),
+        &["--metrics-addr", &addr.to_string()],
+    );
+    let bus = nats.bus().await;
+    let mut inbox = bus.subscribe::<Forecast>(bus.subjects().forecast_all()).await.unwrap();
+    bus.flush().await.unwrap();
+    // A sample on a subject that does not name its workload is refused, and counted.
+    let stray = sample("host-a", "web", unix_ms_now(), 100.0, 1.0);
+    bus.publish(format!("{}.telemetry.host-a.other", bus.subjects().prefix()), &stray).await.unwrap();
+
+    let mut forecasts = 0;
+    forecasts_until(&bus, &mut inbox, interval, Duration::from_secs(60), |_| {
+        forecasts += 1;
+        forecasts >= 4
+    })
+    .await
+    .unwrap_or_else(|| panic!("too few forecasts:\n{}", predictor.log()));
+    let text = entente_tests::eventually(Duration::from_secs(10), async || {
+        let text = scrape(addr).ok()?;
+        (sample_value(&text, "entente_predictor_forecasts_published_total")? >= 4.0).then_some(text)
+    })
+    .await
+    .unwrap_or_else(|| panic!("the counters never showed the forecasts: {}", scrape(addr).unwrap_or_default()));
+
+    check_exposition(&text).unwrap();
+    let families = metric_families(&text);
+    let documented = documented_metrics(&Path::new(env!("CARGO_MANIFEST_DIR")).join(".."), "predictor");
+    assert!(documented.len() >= 8, "docs/METRICS.md lists too few predictor metrics: {documented:?}");
+    let missing: Vec<_> = documented.difference(&families).collect();
+    assert!(missing.is_empty(), "documented but not exported: {missing:?}\n{text}");
+    let undocumented: Vec<_> = families.iter().filter(|f| f.starts_with("entente_") && !documented.contains(*f)).collect();
+    assert!(undocumented.is_empty(), "exported but not in docs/METRICS.md: {undocumented:?}");
+
+    let series = format!("entente_predictor_model_info{{version=\"{}\",source=\"model\"}}", shipped_version());
+    assert_eq!(sample_value(&text, &series), Some(1.0), "{text}");
+    assert!(sample_value(&text, "entente_predictor_telemetry_samples_total{outcome=\"accepted\"}").unwrap() >= 5.0);
+    assert_eq!(sample_value(&text, "entente_predictor_telemetry_samples_total{outcome=\"refused\"}"), Some(1.0));
+    assert_eq!(sample_value(&text, "entente_predictor_model_failures_total"), Some(0.0));
+    assert!(sample_value(&text, "entente_predictor_inference_duration_seconds_count").unwrap() >= 4.0);
+    assert!(sample_value(&text, "entente_predictor_interval_duration_seconds_count").unwrap() >= 2.0);
+    assert_eq!(sample_value(&text, "entente_predictor_hosts"), Some(2.0));
+    assert_eq!(sample_value(&text, "entente_predictor_workloads"), Some(5.0));
 }

@@ -10,7 +10,7 @@
 
 use entente_protocol::bus::{Bus, DecisionsStreamConfig, Inbox};
 use entente_protocol::*;
-use entente_tests::prometheus::{check_exposition, documented_metrics, metric_families, sample_value, scrape};
+use entente_tests::prometheus::{assert_documented, check_exposition, sample_value, scrape};
 use entente_tests::{eventually, free_port, NatsServer};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -162,13 +162,7 @@ async fn the_metrics_endpoint_passes_promtool_and_counts_what_happened() {
     .unwrap_or_else(|| panic!("the counters never showed the events: {}\n{}", scrape(metrics_addr).unwrap_or_default(), log()));
 
     check_exposition(&text).unwrap();
-    let families = metric_families(&text);
-    let documented = documented_metrics(&Path::new(env!("CARGO_MANIFEST_DIR")).join(".."), "agent");
-    assert!(documented.len() >= 10, "docs/METRICS.md lists too few agent metrics: {documented:?}");
-    let missing: Vec<_> = documented.difference(&families).collect();
-    assert!(missing.is_empty(), "documented but not exported: {missing:?}\n{text}");
-    let undocumented: Vec<_> = families.iter().filter(|f| f.starts_with("entente_") && !documented.contains(*f)).collect();
-    assert!(undocumented.is_empty(), "exported but not in docs/METRICS.md: {undocumented:?}");
+    assert_documented(&text, &Path::new(env!("CARGO_MANIFEST_DIR")).join(".."), "agent", 10);
 
     assert_eq!(sample_value(&text, "entente_agent_workloads"), Some(1.0));
     assert!(counted(&text, "entente_agent_bids_sent_total{forecast=\"fallback\"}") >= 1.0);

@@ -6,7 +6,7 @@
 
 use entente_protocol::bus::{Bus, BusError};
 use entente_protocol::*;
-use entente_tests::prometheus::{check_exposition, documented_metrics, metric_families, sample_value, scrape};
+use entente_tests::prometheus::{assert_documented, check_exposition, sample_value, scrape};
 use entente_tests::{eventually, free_port, NatsServer};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -107,13 +107,7 @@ async fn the_metrics_endpoint_passes_promtool_and_counts_what_happened() {
     .unwrap_or_else(|| panic!("the counters never showed the rounds and bids: {}\n{}", scrape(metrics_addr).unwrap_or_default(), log()));
 
     check_exposition(&text).unwrap();
-    let families = metric_families(&text);
-    let documented = documented_metrics(&Path::new(env!("CARGO_MANIFEST_DIR")).join(".."), "arbiter");
-    assert!(documented.len() >= 10, "docs/METRICS.md lists too few arbiter metrics: {documented:?}");
-    let missing: Vec<_> = documented.difference(&families).collect();
-    assert!(missing.is_empty(), "documented but not exported: {missing:?}\n{text}");
-    let undocumented: Vec<_> = families.iter().filter(|f| f.starts_with("entente_") && !documented.contains(*f)).collect();
-    assert!(undocumented.is_empty(), "exported but not in docs/METRICS.md: {undocumented:?}");
+    assert_documented(&text, &Path::new(env!("CARGO_MANIFEST_DIR")).join(".."), "arbiter", 10);
 
     assert_eq!(sample_value(&text, "entente_arbiter_is_leader"), Some(1.0));
     assert!(counted(&text, "entente_arbiter_term") >= 1.0);

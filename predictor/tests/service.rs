@@ -357,7 +357,7 @@ async fn a_pair_that_keeps_interfering_is_named() {
 
 #[tokio::test]
 async fn the_metrics_endpoint_passes_promtool_and_counts_forecasts() {
-    use entente_tests::prometheus::{check_exposition, documented_metrics, metric_families, sample_value, scrape};
+    use entente_tests::prometheus::{assert_documented, check_exposition, sample_value, scrape};
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], entente_tests::free_port()).into();
@@ -391,13 +391,7 @@ async fn the_metrics_endpoint_passes_promtool_and_counts_forecasts() {
     .unwrap_or_else(|| panic!("the counters never showed the forecasts: {}", scrape(addr).unwrap_or_default()));
 
     check_exposition(&text).unwrap();
-    let families = metric_families(&text);
-    let documented = documented_metrics(&Path::new(env!("CARGO_MANIFEST_DIR")).join(".."), "predictor");
-    assert!(documented.len() >= 8, "docs/METRICS.md lists too few predictor metrics: {documented:?}");
-    let missing: Vec<_> = documented.difference(&families).collect();
-    assert!(missing.is_empty(), "documented but not exported: {missing:?}\n{text}");
-    let undocumented: Vec<_> = families.iter().filter(|f| f.starts_with("entente_") && !documented.contains(*f)).collect();
-    assert!(undocumented.is_empty(), "exported but not in docs/METRICS.md: {undocumented:?}");
+    assert_documented(&text, &Path::new(env!("CARGO_MANIFEST_DIR")).join(".."), "predictor", 8);
 
     let series = format!("entente_predictor_model_info{{version=\"{}\",source=\"model\"}}", shipped_version());
     assert_eq!(sample_value(&text, &series), Some(1.0), "{text}");

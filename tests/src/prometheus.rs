@@ -102,6 +102,20 @@ pub fn documented_metrics(repo_root: &Path, component: &str) -> BTreeSet<String>
         .collect()
 }
 
+/// Checks that the scrape `exposition` of `component` exports exactly the `entente_<component>_`
+/// metrics that `docs/METRICS.md` (under `repo_root`) lists, and that the list has at least
+/// `at_least` of them: documentation and code cannot drift apart unnoticed.
+pub fn assert_documented(exposition: &str, repo_root: &Path, component: &str, at_least: usize) {
+    let families = metric_families(exposition);
+    let documented = documented_metrics(repo_root, component);
+    assert!(documented.len() >= at_least, "docs/METRICS.md lists too few {component} metrics: {documented:?}");
+    let missing: Vec<_> = documented.difference(&families).collect();
+    assert!(missing.is_empty(), "documented but not exported: {missing:?}\n{exposition}");
+    let prefix = format!("entente_{component}_");
+    let undocumented: Vec<_> = families.iter().filter(|f| f.starts_with(&prefix) && !documented.contains(*f)).collect();
+    assert!(undocumented.is_empty(), "exported but not in docs/METRICS.md: {undocumented:?}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

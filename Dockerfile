@@ -54,6 +54,9 @@ COPY --from=build /out/ /usr/local/bin/
 # The entente image (the default target).
 FROM debian:bookworm-slim
 COPY --from=build /out/ /usr/local/bin/
+# The predictor's shipped model (ONNX file, sidecar, model card) at the path the compose file
+# gives it; mount another directory there to serve a retrained model.
+COPY predictor/model/ /usr/local/share/entente/model/
 # Each service keeps its state in /data (a volume in docker-compose.yml).
 RUN mkdir /data
 WORKDIR /data

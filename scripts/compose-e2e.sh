@@ -4,7 +4,8 @@
 # Builds the images (offline: base-image stand-ins first, see build-base-images.sh), starts the
 # stack of docker-compose.yml under a project name of its own, and checks, each within a bound:
 #   1. decisions for the demo workloads of both hosts (redis on host-1, cache and report-job on
-#      host-2) within 30 s of start;
+#      host-2) within 30 s of start, read from the decisions stream with `entente watch --json`;
+#      and the predictor's forecasts reaching host-1's agent (both /metrics endpoints, scraped);
 #   2. when the antagonists start, the agent finds them and the limits of the redis container,
 #      as the Docker engine reports them (NanoCpus, CpuQuota/CpuPeriod, Memory), change;
 #   3. with the arbiter leader's container stopped, a new leader decides later rounds and host-1
@@ -37,9 +38,13 @@ fi
 # Every call names the project and the antagonists' profile, so that `down` also removes them.
 compose() { "${compose_cmd[@]}" -p "$project" -f docker-compose.yml --profile antagonists "$@"; }
 
-# A free loopback port for NATS on the host, so the test never collides with a running stack.
-ENTENTE_NATS_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-export ENTENTE_NATS_PORT
+# Free loopback ports for what the stack publishes on the host, so the test never collides with
+# a running stack.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ENTENTE_NATS_PORT="$(free_port)"
+ENTENTE_PREDICTOR_METRICS_PORT="$(free_port)"
+ENTENTE_AGENT_METRICS_PORT="$(free_port)"
+export ENTENTE_NATS_PORT ENTENTE_PREDICTOR_METRICS_PORT ENTENTE_AGENT_METRICS_PORT
 
 teardown() {
   local status=$?
@@ -64,7 +69,7 @@ say "images built in $((SECONDS - build_start)) s"
 
 trap teardown EXIT
 say "starting project $project (NATS on 127.0.0.1:$ENTENTE_NATS_PORT)"
-compose up -d nats arbiter-1 arbiter-2 arbiter-3 redis redis-load agent-1 agent-2
+compose up -d nats arbiter-1 arbiter-2 arbiter-3 predictor redis redis-load agent-1 agent-2
 up_at=$SECONDS
 
 # The cluster's status as JSON, asked of a running arbiter container (any one answers for all).
@@ -72,7 +77,7 @@ status_json() {
   local service
   for service in arbiter-1 arbiter-2 arbiter-3; do
     if [ -n "$(compose ps -q "$service" 2>/dev/null)" ] &&
-       compose exec -T "$service" entente-arbiter status --workloads --json 2>/dev/null; then
+       compose exec -T "$service" entente status --json 2>/dev/null; then
       return 0
     fi
   done
@@ -88,7 +93,7 @@ print("leader", s.get("leader"))
 print("last_round", s.get("last_round"))
 for h in s.get("hosts", []):
     print("round." + h["host"], h.get("last_decided_round"))
-    for w in h.get("allocations", []):
+    for w in h.get("workloads", []):
         print("alloc." + h["host"] + "." + w["workload"], w["allocation"]["cpu"], w["allocation"]["memory"])
 '
 summary() { status_json | python3 -c "$summarise" 2>/dev/null; }
@@ -117,9 +122,54 @@ wait_for_decisions() {
   done
 }
 
-say "1. waiting (at most 30 s) for decisions for the demo workloads"
-s="$(wait_for_decisions 30 "$up_at" 0 host-1.redis host-2.cache host-2.report-job)"
-say "decisions after $((SECONDS - up_at)) s: $(echo "$s" | grep '^alloc' | tr '\n' ';')"
+say "1. waiting (at most 30 s) for decisions for the demo workloads, on the decisions stream"
+# `entente watch --all --json` replays the stream: one decision per line, its wire fields.
+seen_on_stream='
+import json, sys
+wanted = set(sys.argv[1:])
+seen = set()
+for line in sys.stdin:
+    d = json.loads(line)
+    for a in d["allocations"]:
+        seen.add(d["host"] + "." + a["workload"])
+missing = sorted(wanted - seen)
+print(" ".join(missing))
+sys.exit(1 if missing else 0)
+'
+while true; do
+  missing="$(compose exec -T arbiter-1 timeout 5 entente watch --all --json 2>/dev/null |
+             python3 -c "$seen_on_stream" host-1.redis host-2.cache host-2.report-job || true)"
+  [ -z "$missing" ] && break
+  [ $((SECONDS - up_at)) -lt 30 ] || fail "no decision on the stream within 30 s for: $missing"
+  sleep 1
+done
+say "decisions for every demo workload on the stream $((SECONDS - up_at)) s after the start"
+s="$(wait_for_decisions 15 "$SECONDS" 0 host-1.redis host-2.cache host-2.report-job)"
+say "allocations: $(echo "$s" | grep '^alloc' | tr '\n' ';')"
+
+# The predictor forecasts for host-1 and its agent receives them (each one's /metrics).
+metric() {
+  python3 - "$1" "$2" <<'PY'
+import sys, urllib.request
+port, name = sys.argv[1], sys.argv[2]
+try:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3).read().decode()
+except OSError:
+    print(0); sys.exit()
+print(sum(float(l.split()[-1]) for l in text.splitlines() if l.split("{")[0].split(" ")[0] == name))
+PY
+}
+forecasts_at=$SECONDS
+while true; do
+  published="$(metric "$ENTENTE_PREDICTOR_METRICS_PORT" entente_predictor_forecasts_published_total)"
+  received="$(metric "$ENTENTE_AGENT_METRICS_PORT" entente_agent_forecasts_received_total)"
+  if python3 -c "import sys; sys.exit(0 if float('$published') >= 1 and float('$received') >= 1 else 1)"; then
+    break
+  fi
+  [ $((SECONDS - forecasts_at)) -lt 30 ] || fail "no forecasts reached host-1's agent (predictor published $published, agent received $received)"
+  sleep 1
+done
+say "the predictor published $published forecasts; host-1's agent received $received"
 
 redis_container="$(compose ps -q redis)"
 [ -n "$redis_container" ] || fail "no redis container"

@@ -157,7 +157,15 @@ impl Negotiator {
             ForecastSource::Fallback => "fallback",
         };
         let bid = strategy::make_bid(&input, uuid::Uuid::new_v4(), round.round, STANDING_ROUNDS);
-        tracing::debug!(workload = %self.id(), round = round.round, bundles = bid.bundles.len(), "bidding");
+        tracing::debug!(
+            workload = %self.id(),
+            round = round.round,
+            bundles = bid.bundles.len(),
+            slack = ?input.slack,
+            slowdown = input.prediction.slowdown,
+            forecast,
+            "bidding"
+        );
         match self.bus.submit_bid(&bid).await {
             Ok(()) => metrics::counter!(m::BIDS_SENT, "forecast" => forecast).increment(1),
             Err(e) => {

@@ -3,6 +3,11 @@
 //! round's deadline its decisions arrive, and how long after a host's last bid of a round its
 //! decision arrives (hosts whose workloads all bid close before the deadline).
 //!
+//! With `--telemetry` every simulated workload also publishes a telemetry sample each round, as
+//! an agent does every interval, so a running `entente-predictor` forecasts for every host; the
+//! generator then counts the forecasts that come back and how old they are on arrival
+//! (`scripts/scale-run.sh` uses this to measure the whole system as hosts are added).
+//!
 //! Run by `scripts/bench-rounds.sh`, which starts nats-server and three release arbiters first:
 //!
 //! ```text
@@ -30,6 +35,9 @@ struct Args {
     /// Rounds to measure, after registration.
     #[arg(long, default_value_t = 30)]
     rounds: u64,
+    /// Also publish one telemetry sample per workload and round, and measure the forecasts.
+    #[arg(long)]
+    telemetry: bool,
 }
 
 fn now_ms() -> u64 {
@@ -77,6 +85,46 @@ fn bid(h: usize, w: usize, round: RoundId) -> Bid {
         ],
         standing_rounds: 1,
         forecast: ForecastSource::Fallback,
+    }
+}
+
+/// A plausible sample for workload `w` of host `h` in `round`: usage that moves with the round so
+/// the predictor's windows are not constant.
+fn telemetry(h: usize, w: usize, round: RoundId) -> TelemetrySample {
+    let phase = ((round as usize + h * 3 + w * 5) % 10) as f64 / 10.0;
+    TelemetrySample {
+        host: host(h),
+        workload: WorkloadId::new(format!("w{w:02}")).unwrap(),
+        at_unix_ms: now_ms(),
+        interval_ms: 1000,
+        usage: Usage {
+            cpu_millicores: 200.0 + 600.0 * phase,
+            memory_bytes: (256.0 + 128.0 * phase) * 1048576.0,
+            disk_read_bps: 1e6 * phase,
+            disk_write_bps: 5e5,
+            net_rx_bps: 2e6,
+            net_tx_bps: 1e6 * phase,
+        },
+        pressure: Pressure {
+            source: PsiSource::Cgroup,
+            cpu_some: Some(10.0 * phase),
+            cpu_full: Some(2.0 * phase),
+            memory_some: Some(0.0),
+            memory_full: Some(0.0),
+            io_some: Some(1.0),
+            io_full: Some(0.5),
+        },
+        counters: Counters {
+            source: CounterSource::Software,
+            instructions: None,
+            cycles: None,
+            llc_misses: None,
+            branch_misses: None,
+            task_clock_ms: Some(200.0 + 600.0 * phase),
+            context_switches: Some(500.0),
+            page_faults: Some(10.0),
+            cpu_migrations: Some(5.0),
+        },
     }
 }
 
@@ -140,6 +188,11 @@ async fn main() -> Result<(), BusError> {
         reason: e.to_string(),
     })?;
     let mut rounds = bus.subscribe::<RoundAnnouncement>(bus.subjects().round()).await?;
+    let mut forecasts = bus.subscribe::<Forecast>(bus.subjects().forecast_all()).await?;
+    let mut forecast_ages: Vec<f64> = Vec::new();
+    let mut forecast_hosts: std::collections::HashSet<String> = Default::default();
+    let telemetry_sent = Arc::new(AtomicU64::new(0));
+    let measure_start_unix_ms = Arc::new(AtomicU64::new(0));
     let expected = args.hosts;
     let mut deadlines: BTreeMap<RoundId, u64> = BTreeMap::new();
     let mut arrivals: BTreeMap<RoundId, Vec<u64>> = BTreeMap::new();
@@ -159,6 +212,21 @@ async fn main() -> Result<(), BusError> {
                     continue;
                 }
                 measure_started.get_or_insert_with(Instant::now);
+                let _ = measure_start_unix_ms.compare_exchange(0, now_ms(), Ordering::Relaxed, Ordering::Relaxed);
+                if args.telemetry {
+                    let (bus, sent) = (bus.clone(), Arc::clone(&telemetry_sent));
+                    let (hosts, workloads, r) = (args.hosts, args.workloads, round.round);
+                    tokio::spawn(async move {
+                        for h in 0..hosts {
+                            for w in 0..workloads {
+                                if bus.publish_telemetry(&telemetry(h, w, r)).await.is_err() {
+                                    return;
+                                }
+                                sent.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    });
+                }
                 deadlines.insert(round.round, round.deadline_unix_ms);
                 let (bus, bids_sent, last_bid_at) = (bus.clone(), Arc::clone(&bids_sent), Arc::clone(&last_bid_at));
                 let (hosts, workloads) = (args.hosts, args.workloads);
@@ -174,6 +242,14 @@ async fn main() -> Result<(), BusError> {
                         last_bid_at.lock().unwrap().insert((round.round, host(h).to_string()), now_ms());
                     }
                 });
+            }
+            Some(f) = forecasts.next() => {
+                if let Ok(forecast) = f.message {
+                    if measure_started.is_some() {
+                        forecast_ages.push(now_ms().saturating_sub(forecast.at_unix_ms) as f64);
+                        forecast_hosts.insert(forecast.host.to_string());
+                    }
+                }
             }
             Some(message) = decisions.next() => {
                 let at = now_ms();
@@ -197,6 +273,8 @@ async fn main() -> Result<(), BusError> {
         }
     }
     let elapsed = measure_started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    let measure_end_unix_ms = now_ms();
+    forecast_ages.sort_by(f64::total_cmp);
     let mut all_hosts_latency = Vec::new();
     let mut per_decision = Vec::new();
     let mut before_deadline = 0usize;
@@ -232,6 +310,15 @@ async fn main() -> Result<(), BusError> {
         "decided_before_deadline_share": before_deadline as f64 / per_decision.len().max(1) as f64,
         "bid_to_decision_ms_p50": percentile(&bid_to_decision, 0.5),
         "bid_to_decision_ms_p99": percentile(&bid_to_decision, 0.99),
+        "telemetry_sent": telemetry_sent.load(Ordering::Relaxed),
+        "forecasts_received": forecast_ages.len(),
+        "forecasts_per_second": forecast_ages.len() as f64 / elapsed.max(1e-9),
+        "hosts_forecast": forecast_hosts.len(),
+        "forecast_age_ms_p50": percentile(&forecast_ages, 0.5),
+        "forecast_age_ms_p99": percentile(&forecast_ages, 0.99),
+        "measure_start_unix_ms": measure_start_unix_ms.load(Ordering::Relaxed),
+        "measure_end_unix_ms": measure_end_unix_ms,
+        "elapsed_s": elapsed,
     });
     println!("{summary}");
     Ok(())

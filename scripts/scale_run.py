@@ -207,9 +207,9 @@ def main():
     ap.add_argument("--round-ms", type=int, default=1000)
     ap.add_argument("--timeout", type=int, default=600, help="seconds one point may take")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--bin-dir", required=True)
-    ap.add_argument("--nats-server", required=True)
-    ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--bin-dir")
+    ap.add_argument("--nats-server")
+    ap.add_argument("--model-dir")
     ap.add_argument("--keep-logs", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="rebuild the table and plot from --out")
     args = ap.parse_args()
@@ -217,6 +217,8 @@ def main():
     if args.report_only:
         report(args, json.loads((Path(args.out) / "scale.json").read_text()))
         return
+    if not (args.bin_dir and args.nats_server and args.model_dir):
+        ap.error("--bin-dir, --nats-server and --model-dir are needed to run (not for --report-only)")
     points = []
     for h in [int(x) for x in args.hosts.split(",")]:
         try:

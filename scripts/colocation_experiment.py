@@ -603,9 +603,9 @@ def main():
     ap.add_argument("--lc-guarantee-milli", type=int, default=500)
     ap.add_argument("--be-guarantee-milli", type=int, default=50)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--bin-dir", required=True)
-    ap.add_argument("--nats-server", required=True)
-    ap.add_argument("--model-dir", type=Path, required=True)
+    ap.add_argument("--bin-dir")
+    ap.add_argument("--nats-server")
+    ap.add_argument("--model-dir", type=Path)
     ap.add_argument("--keep-logs", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="rebuild tables and plots from --out")
     args = ap.parse_args()
@@ -618,6 +618,8 @@ def main():
         runs = [json.loads(f.read_text()) for f in sorted(args.out.glob("run-*.json"))]
         report(args, runs, args.out)
         return
+    if not (args.bin_dir and args.nats_server and args.model_dir):
+        ap.error("--bin-dir, --nats-server and --model-dir are needed to run (not for --report-only)")
     if os.geteuid() != 0:
         sys.exit("the experiment needs root (cgroups)")
     for f in args.out.glob("run-*.json"):

@@ -140,10 +140,11 @@ def report(args, points):
         f"{args.workloads} workloads per host, {args.rounds} rounds of {args.round_ms} ms per point; cpu in cores "
         f"(machine: {os.cpu_count()} cpus).",
         "",
-        "| hosts | workloads | rounds/s | decision latency p50 / p99 (ms) | last decision of a round p50 / p99 (ms) "
+        "| hosts | workloads | rounds/s | after deadline p50 / p99 (ms) | last decision of a round p50 / p99 (ms) "
+        "| host's last bid to its decision p50 / p99 (ms) | decided before deadline "
         "| forecasts/s (hosts forecast) | forecast age p50 (ms) | cpu: arbiter leader | followers | nats | predictor "
         "| generator |",
-        "|---" * 12 + "|",
+        "|---" * 14 + "|",
     ]
     for p in points:
         c = p["cpu_cores"]
@@ -152,6 +153,8 @@ def report(args, points):
             f"| {p['hosts']} | {p['hosts'] * p['workloads_per_host']} | {p['rounds_per_second']:.2f} | "
             f"{p['decision_latency_ms_p50']:.0f} / {p['decision_latency_ms_p99']:.0f} | "
             f"{p['last_decision_of_round_ms_p50']:.0f} / {p['last_decision_of_round_ms_p99']:.0f} | "
+            f"{p['bid_to_decision_ms_p50']:.0f} / {p['bid_to_decision_ms_p99']:.0f} | "
+            f"{100 * p['decided_before_deadline_share']:.0f} % | "
             f"{p['forecasts_per_second']:.0f} ({p['hosts_forecast']}) | {p['forecast_age_ms_p50']:.0f} | "
             f"{f(c['arbiter_leader'])} | {f(c['arbiter_followers'])} | {f(c['nats'])} | {f(c['predictor'])} | "
             f"{f(c['generator'])} |")
@@ -161,21 +164,23 @@ def report(args, points):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         log("no plot: matplotlib missing")
         return
     hs = [p["hosts"] for p in points]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4), dpi=80)
-    a1.plot(hs, [p["decision_latency_ms_p50"] for p in points], "o-", label="decision latency p50")
-    a1.plot(hs, [p["decision_latency_ms_p99"] for p in points], "o-", label="decision latency p99")
-    a1.plot(hs, [p["last_decision_of_round_ms_p50"] for p in points], "s--", label="last decision of round p50")
+    a1.plot(hs, [max(p["bid_to_decision_ms_p50"], 0.5) for p in points], "o-", label="host's last bid to decision p50")
+    a1.plot(hs, [max(p["bid_to_decision_ms_p99"], 0.5) for p in points], "o-", label="host's last bid to decision p99")
+    a1.plot(hs, [max(p["decision_latency_ms_p99"], 0.5) for p in points], "x-", label="after the deadline p99")
+    a1.plot(hs, [max(p["last_decision_of_round_ms_p50"], 0.5) for p in points], "s--", label="last decision of round p50")
     a1.plot(hs, [1000 / max(p["rounds_per_second"], 1e-9) for p in points], "^:", label="round time (1/rounds per s)")
     a1.set_xscale("log")
     a1.set_yscale("log")
     a1.set_xlabel("hosts")
     a1.set_ylabel("ms")
     a1.legend(fontsize=8)
-    a1.set_title("latency after the bid deadline")
+    a1.set_title("decision latency (0 plotted at 0.5)")
     for key, label in [("arbiter_leader", "arbiter leader"), ("arbiter_followers", "2 followers"),
                        ("nats", "nats-server"), ("predictor", "predictor"), ("generator", "load generator")]:
         a2.plot(hs, [p["cpu_cores"][key] or 0 for p in points], "o-", label=label)
@@ -185,6 +190,11 @@ def report(args, points):
     a2.set_ylabel("cores")
     a2.legend(fontsize=8)
     a2.set_title("cpu per component")
+    for ax in (a1, a2):
+        ax.set_xticks(hs)
+        ax.set_xticklabels([str(h) for h in hs])
+        ax.minorticks_off() if ax is a2 else None
+    a1.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     fig.tight_layout()
     fig.savefig(out / "scale.png")
 
@@ -197,12 +207,18 @@ def main():
     ap.add_argument("--round-ms", type=int, default=1000)
     ap.add_argument("--timeout", type=int, default=600, help="seconds one point may take")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--bin-dir", required=True)
-    ap.add_argument("--nats-server", required=True)
-    ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--bin-dir")
+    ap.add_argument("--nats-server")
+    ap.add_argument("--model-dir")
     ap.add_argument("--keep-logs", action="store_true")
+    ap.add_argument("--report-only", action="store_true", help="rebuild the table and plot from --out")
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        report(args, json.loads((Path(args.out) / "scale.json").read_text()))
+        return
+    if not (args.bin_dir and args.nats_server and args.model_dir):
+        ap.error("--bin-dir, --nats-server and --model-dir are needed to run (not for --report-only)")
     points = []
     for h in [int(x) for x in args.hosts.split(",")]:
         try:

@@ -28,7 +28,8 @@ use entente_protocol::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use entente_protocol::clock::unix_ms_now;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -72,9 +73,6 @@ struct RoundStats {
     rejected: BTreeMap<&'static str, u32>,
 }
 
-fn now_unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Runs the leader's duties whenever this replica leads, until `shutdown` turns true.
 pub async fn run(node: Arc<RaftNode<Ledger>>, bus: Bus, settings: RoundSettings, mut shutdown: watch::Receiver<bool>) {
@@ -186,7 +184,7 @@ impl Leadership<'_> {
             }
             let term = metrics.borrow().current_term;
             let round = self.node.read_state(|l| l.last_round) + 1;
-            let announced = now_unix_ms();
+            let announced = unix_ms_now();
             let window = self.settings.bid_window;
             open = OpenRound { round, deadline_unix_ms: announced + window.as_millis() as u64 };
             let announcement = RoundAnnouncement {
@@ -297,7 +295,7 @@ impl Leadership<'_> {
                 return;
             }
         };
-        let now = now_unix_ms();
+        let now = unix_ms_now();
         let verdict = match received.message {
             Ok(bid) => self.node.read_state(|ledger| self.book.accept(ledger, &subject_host, bid, open, now)),
             Err(e) => Err(Rejection {
@@ -476,7 +474,7 @@ async fn settle(
     let clearing_ms = clearing.as_secs_f64() * 1e3;
     let not_optimal = outcomes.iter().filter(|o| matches!(o, Ok(o) if !o.optimal)).count();
     metrics::counter!(m::HOSTS_NOT_OPTIMAL).increment(not_optimal as u64);
-    let decided_at = now_unix_ms();
+    let decided_at = unix_ms_now();
     let lease_ms = settings.lease.as_millis() as u64;
     let decisions: Vec<_> = node.read_state(|ledger| {
         outcomes

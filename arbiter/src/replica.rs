@@ -15,7 +15,6 @@ use entente_protocol::{ClusterStatus, HostStatus, StatusRequest, WorkloadStatus}
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 impl ReplicatedState for Ledger {
@@ -182,7 +181,7 @@ async fn serve_status(node: Arc<RaftNode<Ledger>>, bus: Bus, mut stop: watch::Re
 /// This replica's view of the cluster.
 pub fn cluster_status(node: &RaftNode<Ledger>, with_workloads: bool) -> ClusterStatus {
     let metrics = node.raft().metrics().borrow().clone();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let now = entente_protocol::clock::unix_ms_now();
     node.read_state(|ledger| ClusterStatus {
         node: node.id(),
         leader: metrics.current_leader,

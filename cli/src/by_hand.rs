@@ -10,6 +10,7 @@
 use crate::amounts::parse_vector;
 use crate::connect;
 use entente_protocol::cli::NatsArgs;
+use entente_protocol::clock::unix_ms_now;
 use entente_protocol::{
     Bid, Bundle, ForecastSource, HostId, HostRegistration, Offer, RegistrationReply, Rejection, Resource, ResourceVector,
     RoundAnnouncement, RoundId, Slo, TenantId, WorkloadClass, WorkloadId, WorkloadSpec,
@@ -220,12 +221,6 @@ async fn next_round(bus: &entente_protocol::bus::Bus, wait: Duration) -> Result<
         .map_err(|_| format!("no round was announced within {wait:?}: is an arbiter leading?"))?
         .ok_or("the round subscription ended")?;
     received.message.map_err(|e| format!("undecodable round announcement: {e}"))
-}
-
-fn unix_ms_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from harness import free_port, log
+
 CG = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ["cpu", "cpuacct", "memory", "blkio"]
 UNIFIED = CG / "unified"
@@ -78,10 +80,6 @@ TIMELINE = [
 STATIC_BE_MILLI = MACHINE_MILLI // 2
 REACTIVE_STEP = MACHINE_MILLI // 20
 REACTIVE_MIN = MACHINE_MILLI // 20
-
-
-def log(*a):
-    print(time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- cgroups
@@ -166,14 +164,6 @@ def kill_cgroup(path):
 
 
 # ---------------------------------------------------------------- processes
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 def scrape(url, timeout=0.5):
     with urllib.request.urlopen(url, timeout=timeout) as r:

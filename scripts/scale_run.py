@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,11 +24,9 @@ import threading
 import time
 from pathlib import Path
 
+from harness import free_port, log
+
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def log(*a):
-    print(time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
 
 
 def cpu_seconds(pid):
@@ -38,14 +35,6 @@ def cpu_seconds(pid):
         return (int(fields[11]) + int(fields[12])) / TICKS
     except (OSError, IndexError, ValueError):
         return None
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def run_point(args, hosts):

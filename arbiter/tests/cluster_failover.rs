@@ -272,27 +272,8 @@ async fn rounds_survive_the_leader_being_killed_and_the_cluster_restarting() {
     // Run rounds, then SIGKILL the leader mid-run.
     // The cluster's progress: the highest round any replica has applied (a replica that just
     // restarted may answer with an older view).
-    let progress = |bus: Bus| async move {
-        let mut last = 0;
-        for node in 1..=3 {
-            if let Some(s) = status(&bus, bus.subjects().node_status(node)).await {
-                last = last.max(s.last_round);
-            }
-        }
-        last
-    };
-    let start_round = progress(bus.clone()).await;
-    let run_until = |round: RoundId| {
-        let bus = bus.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while progress(bus.clone()).await < round {
-                assert!(Instant::now() < deadline, "rounds stopped short of round {round}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-    run_until(start_round + 15).await;
+    let start_round = progress_of(&bus, &[1, 2, 3]).await;
+    run_until(&bus, &[1, 2, 3], start_round + 15).await;
     let leader = status(&bus, bus.subjects().status()).await.unwrap().leader.unwrap();
     let killed_at = Instant::now();
     cluster.kill(leader);
@@ -302,8 +283,8 @@ async fn rounds_survive_the_leader_being_killed_and_the_cluster_restarting() {
     assert!(failover < Duration::from_secs(3), "failover took {failover:?}");
 
     // Rounds continue under the new leader.
-    let at_failover = progress(bus.clone()).await;
-    run_until(at_failover + 20).await;
+    let at_failover = progress_of(&bus, &[1, 2, 3]).await;
+    run_until(&bus, &[1, 2, 3], at_failover + 20).await;
 
     // The killed replica restarts from its own disk and catches up.
     cluster.start_replica(leader);
@@ -318,7 +299,7 @@ async fn rounds_survive_the_leader_being_killed_and_the_cluster_restarting() {
     agents.abort();
 
     // The stream: every decision fits, no round twice per host, and no gap for any host.
-    let last = progress(bus.clone()).await;
+    let last = progress_of(&bus, &[1, 2, 3]).await;
     tokio::time::sleep(Duration::from_millis(2 * ROUND_MS)).await;
     let decisions = read_decisions(&bus, last).await;
     check_quota(&decisions);

@@ -482,6 +482,10 @@ where
     /// other way round, and every segment opens with the vote, committed index and purge point
     /// of its time, so the newest of each survives in a kept segment.
     fn delete_purged_segments(log: &mut LogFiles, index: &Mutex<LogIndex<C>>) -> io::Result<()> {
+        // Most writes find nothing sealed: no need to take the index lock for them.
+        if log.sealed.is_empty() {
+            return Ok(());
+        }
         let purged = {
             let index = index.lock().map_err(|_| io::Error::other("raft log index lock poisoned"))?;
             index.last_purged.as_ref().map(|id| id.index)

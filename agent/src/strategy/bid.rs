@@ -9,9 +9,16 @@
 //! Values: payments are VCG, so the strategy bids its true value. A bundle's value is the
 //! workload's willingness to pay this round times the weighted fraction of its need the bundle
 //! covers, so a bundle that covers more is worth more and "keep" is worth what it already gives.
-//! Willingness to pay rises with priority, with low SLO slack and with deadline pressure for
-//! batch work, and is a bounded share of the remaining balance, so no value exceeds the balance
-//! and a workload never spends everything on one round.
+//! Willingness to pay is paced by income, not by savings: it is a few rounds of the workload's
+//! refill ([`WorkloadSpec::refill_per_round`], which grows with priority), weighted by class, by
+//! low SLO slack and by deadline pressure for batch work, and never more than a bounded share of
+//! the balance, so no value exceeds the balance and a workload never spends everything on one
+//! round. Pacing by income keeps prices sustainable: when willingness to pay was a share of the
+//! balance, best-effort neighbours that never won kept full balances and so kept bidding high,
+//! and a latency-critical workload holding cpu against them paid more each round in VCG prices
+//! than it earned, until its capped bids lost everything it held (a fall to its guarantee some
+//! thirty rounds after antagonists started, seen in the compose end-to-end run). Now what a
+//! workload can outbid per round is proportional to what it earns per round.
 //!
 //! Trade-offs: an LC workload short of cpu offers to give up disk bandwidth it does not use for
 //! it; a best-effort or relaxed batch workload offers to give up cpu in exchange for a delay.
@@ -79,6 +86,9 @@ pub struct BidInput<'a> {
 
 /// The most of its balance a workload offers in one round, at full urgency.
 pub const MAX_SPEND_FRACTION: f64 = 0.5;
+/// Rounds of income a workload offers in one round at full urgency: it may outbid its income
+/// while savings last (VCG payments are usually well below the value bid), but not for long.
+pub const INCOME_ROUNDS: f64 = 4.0;
 /// Headroom on top of the need even with no predicted slowdown.
 pub const BASE_MARGIN: f64 = 0.10;
 /// Extra headroom per unit of predicted slowdown above 1.0.
@@ -224,12 +234,13 @@ pub fn willingness_to_pay(input: &BidInput<'_>) -> f64 {
         WorkloadClass::Batch => 0.7,
         WorkloadClass::BestEffort => 0.4,
     };
-    let priority = f64::from(spec.priority.clamp(1, 100)) / 100.0;
     // Slack 1 -> 0 urgency, slack -1 -> 1; no SLO is neither relaxed nor urgent.
     let slo_urgency = input.slack.map_or(0.5, |s| (1.0 - finite_or(s, 0.0).clamp(-1.0, 1.0)) / 2.0);
     let urgency = slo_urgency.max(deadline_pressure(spec, input.elapsed_s));
-    let intensity = class_weight * (0.2 + 0.8 * priority) * (0.3 + 0.7 * urgency);
-    (balance * MAX_SPEND_FRACTION * intensity).clamp(0.0, balance)
+    let intensity = class_weight * (0.3 + 0.7 * urgency);
+    // Priority enters once, through the income (the refill is proportional to it).
+    let income = finite_or(spec.refill_per_round(), 0.0).clamp(0.0, MAX_CREDITS);
+    (income * INCOME_ROUNDS * intensity).min(balance * MAX_SPEND_FRACTION).clamp(0.0, balance)
 }
 
 /// Weighted fraction of the need that `alloc` covers, in [0, 1]; a resource with no need counts
@@ -568,6 +579,36 @@ mod tests {
         assert!(plan_bundles(&early).iter().any(|b| b.id == "delay"));
         assert!(!plan_bundles(&late).iter().any(|b| b.id == "delay"));
         assert!(willingness_to_pay(&late) > willingness_to_pay(&early));
+    }
+
+    #[test]
+    fn willingness_to_pay_follows_income_not_savings() {
+        let s = spec(WorkloadClass::BestEffort, 20);
+        let mut rich = input(&s, None, 1.0);
+        rich.balance = s.budget;
+        let mut saving = rich.clone();
+        saving.balance = s.budget / 2.0;
+        assert_eq!(willingness_to_pay(&rich), willingness_to_pay(&saving), "savings do not raise the bid");
+        let mut poor = rich.clone();
+        poor.balance = 1.0;
+        assert!(willingness_to_pay(&poor) <= poor.balance * MAX_SPEND_FRACTION, "but a low balance caps it");
+        let higher = spec(WorkloadClass::BestEffort, 40);
+        assert!(willingness_to_pay(&input(&higher, None, 1.0)) > willingness_to_pay(&input(&s, None, 1.0)));
+    }
+
+    #[test]
+    fn a_latency_critical_workload_can_afford_to_hold_cpu_against_best_effort_neighbours() {
+        // A VCG payment is the value the others lose, so it is at most the sum of what they bid.
+        // Four best-effort neighbours (priority 20) on full balances must bid, in all, less than
+        // a priority-90 service earns per round, or holding its cpu against them drains it.
+        let be = spec(WorkloadClass::BestEffort, 20);
+        let mut neighbour = input(&be, None, 1.0);
+        neighbour.balance = be.budget;
+        let lc = spec(WorkloadClass::LatencyCritical, 90);
+        assert!(4.0 * willingness_to_pay(&neighbour) < lc.refill_per_round());
+        // And even relaxed, the service outbids any one of them.
+        let relaxed = input(&lc, Some(1.0), 1.0);
+        assert!(willingness_to_pay(&relaxed) > willingness_to_pay(&neighbour));
     }
 
     #[test]

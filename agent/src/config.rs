@@ -8,6 +8,7 @@
 //! spec. Everything is checked here, at start-up, so a typo is one clear error and not a
 //! misbehaving negotiation later.
 
+use crate::enforce::CpuEnforcement;
 use entente_protocol::{HostId, ResourceVector, Slo, TenantId, WorkloadClass, WorkloadId};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,38 @@ pub enum WorkloadSource {
     Command(Vec<String>),
 }
 
+/// How a workload's cpu is held to its allocation (`cpu_enforcement` in the file,
+/// `entente.cpu_enforcement` on a container; see `enforce` for the measurements behind the
+/// default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CpuMode {
+    /// The allocation is a ceiling: the workload never uses more cpu than it was given.
+    Cap,
+    /// The allocation is a weight: the workload may use idle cpu up to its limit, and yields
+    /// to its neighbours in proportion to their allocations when they want the cpu.
+    Share,
+}
+
+impl CpuMode {
+    /// The default of a class: best-effort work shares, the rest is capped.
+    pub fn default_for(class: WorkloadClass) -> CpuMode {
+        match class {
+            WorkloadClass::BestEffort => CpuMode::Share,
+            WorkloadClass::LatencyCritical | WorkloadClass::Batch => CpuMode::Cap,
+        }
+    }
+
+    /// Parses `cap` or `share`.
+    pub fn parse(text: &str) -> Result<CpuMode, String> {
+        match text {
+            "cap" => Ok(CpuMode::Cap),
+            "share" => Ok(CpuMode::Share),
+            other => Err(format!("cpu enforcement {other:?} is not cap or share")),
+        }
+    }
+}
+
 /// One workload as configured: where it is and what it needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkloadConfig {
@@ -38,6 +71,7 @@ pub struct WorkloadConfig {
     pub guaranteed: ResourceVector,
     pub limit: ResourceVector,
     pub budget: f64,
+    pub cpu_mode: CpuMode,
 }
 
 /// The workload table as written in the TOML file.
@@ -62,6 +96,8 @@ struct RawWorkload {
     limit: ResourceVector,
     #[serde(default = "default_budget")]
     budget: f64,
+    /// `cap` or `share`; by default from the class ([`CpuMode::default_for`]).
+    cpu_enforcement: Option<CpuMode>,
 }
 
 fn default_tenant() -> String {
@@ -168,6 +204,7 @@ fn check_workload(raw: &RawWorkload, host: &HostId) -> Result<WorkloadConfig, Co
         guaranteed: raw.guaranteed,
         limit: raw.limit,
         budget: raw.budget,
+        cpu_mode: raw.cpu_enforcement.unwrap_or(CpuMode::default_for(raw.class)),
     };
     workload.validate(host)?;
     Ok(workload)
@@ -180,6 +217,14 @@ impl WorkloadConfig {
         self.spec(host)
             .validate()
             .map_err(|e| ConfigError::Workload { workload: self.id.to_string(), message: e.to_string() })
+    }
+
+    /// How the enforcer holds this workload's cpu: a sharing workload is capped at its limit.
+    pub fn cpu_enforcement(&self) -> CpuEnforcement {
+        match self.cpu_mode {
+            CpuMode::Cap => CpuEnforcement::Cap,
+            CpuMode::Share => CpuEnforcement::Share { up_to: self.limit.cpu },
+        }
     }
 
     /// The spec registered with the arbiter.
@@ -238,6 +283,25 @@ mod tests {
         assert_eq!(workloads[1].source, WorkloadSource::Command(vec!["stress-ng".into(), "--cpu".into(), "1".into()]));
         assert_eq!(workloads[1].priority, 50);
         assert_eq!(workloads[1].guaranteed, ResourceVector::ZERO);
+        assert_eq!(workloads[1].cpu_mode, CpuMode::Cap, "batch work is capped by default");
+    }
+
+    #[test]
+    fn cpu_enforcement_defaults_by_class_and_can_be_chosen() {
+        let workload = |class: &str, extra: &str| {
+            let table = format!(
+                "[[workload]]\nid = \"w\"\npid = 1\nclass = \"{class}\"\n{extra}\n\
+                 limit = {{ cpu = 1500, memory = 1, disk_bw = 0, net_bw = 0 }}"
+            );
+            FileSettings::parse(&table).and_then(|s| s.workloads(&host()).map_err(|e| e.to_string()))
+        };
+        let be = workload("best_effort", "").unwrap();
+        assert_eq!(be[0].cpu_enforcement(), CpuEnforcement::Share { up_to: 1500 });
+        let capped = workload("best_effort", "cpu_enforcement = \"cap\"").unwrap();
+        assert_eq!(capped[0].cpu_enforcement(), CpuEnforcement::Cap);
+        let shared_lc = workload("latency_critical", "cpu_enforcement = \"share\"").unwrap();
+        assert_eq!(shared_lc[0].cpu_mode, CpuMode::Share);
+        assert!(workload("batch", "cpu_enforcement = \"soft\"").unwrap_err().contains("unknown variant"));
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl Active {
             Err(e) => tracing::warn!(workload = %config.id, error = %e, "workload registration unanswered; bidding anyway"),
         }
         let ResolvedWorkload { monitor, target, started } = resolved;
-        enforcer.register(config.id.clone(), target, spec.guaranteed);
+        enforcer.register(config.id.clone(), target, spec.guaranteed, config.cpu_enforcement());
         let (events, rx) = mpsc::channel(64);
         let negotiator = Negotiator::new(spec, monitor, bus.clone(), settings.interval);
         let task = tokio::spawn(negotiator.run(rx));

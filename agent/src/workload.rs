@@ -9,7 +9,7 @@
 //! Containers can also be discovered by label: every container with an `entente.class` label is
 //! a workload, its spec read from `entente.*` labels (see [`config_from_labels`]).
 
-use crate::config::{WorkloadConfig, WorkloadSource};
+use crate::config::{CpuMode, WorkloadConfig, WorkloadSource};
 use crate::enforce::{BackendKind, Target};
 use crate::monitor::cgroup::{cgroup_of_pid, join_cgroup_path, CgroupLayout};
 use crate::monitor::{Monitor, WorkloadTarget};
@@ -238,6 +238,7 @@ pub async fn discover_containers() -> Result<Vec<WorkloadConfig>, String> {
 /// | `entente.guaranteed.<resource>`, `entente.limit.<resource>` | amounts (`cpu` in millicores, `memory` in bytes, ...) |
 /// | `entente.slo.psi` | `<cpu\|memory\|io>:<some\|full>:<max avg10 %>` |
 /// | `entente.slo.metric` | `<url>\|<metric>\|<target>`: a gauge that must stay at or under the target |
+/// | `entente.cpu_enforcement` | `cap` or `share` (default: `share` for best-effort, else `cap`) |
 pub fn config_from_labels(container: &str, labels: &HashMap<String, String>) -> Result<WorkloadConfig, String> {
     let get = |key: &str| labels.get(&format!("entente.{key}")).map(|s| s.trim());
     let class = match get("class").ok_or("missing label entente.class")? {
@@ -306,6 +307,10 @@ pub fn config_from_labels(container: &str, labels: &HashMap<String, String>) -> 
         guaranteed: vector("guaranteed")?,
         limit: vector("limit")?,
         budget: number("budget")?.unwrap_or(1000.0),
+        cpu_mode: match get("cpu_enforcement") {
+            Some(text) => CpuMode::parse(text).map_err(|e| format!("entente.cpu_enforcement: {e}"))?,
+            None => CpuMode::default_for(class),
+        },
     };
     Ok(config)
 }
@@ -345,16 +350,27 @@ mod tests {
             }
         );
         assert_eq!(config.source, WorkloadSource::Container("redis".into()));
+        assert_eq!(config.cpu_mode, CpuMode::Cap, "latency-critical work is capped by default");
+
+        let be = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![("entente.class", "best_effort"), ("entente.limit.cpu", "1500")];
+            pairs.extend_from_slice(extra);
+            config_from_labels("scraper", &labels(&pairs)).unwrap()
+        };
+        assert_eq!(be(&[]).cpu_mode, CpuMode::Share, "best-effort work shares by default");
+        assert_eq!(be(&[]).cpu_enforcement(), crate::enforce::CpuEnforcement::Share { up_to: 1500 });
+        assert_eq!(be(&[("entente.cpu_enforcement", "cap")]).cpu_enforcement(), crate::enforce::CpuEnforcement::Cap);
     }
 
     #[test]
     fn bad_labels_are_named() {
-        let cases: [(&[(&str, &str)], &str); 5] = [
+        let cases: [(&[(&str, &str)], &str); 6] = [
             (&[], "missing label entente.class"),
             (&[("entente.class", "urgent")], "entente.class"),
             (&[("entente.class", "batch"), ("entente.priority", "0")], "entente.priority"),
             (&[("entente.class", "batch"), ("entente.limit.cpu", "-1")], "entente.limit.cpu"),
             (&[("entente.class", "batch"), ("entente.slo.psi", "cpu:5")], "entente.slo.psi"),
+            (&[("entente.class", "batch"), ("entente.cpu_enforcement", "soft")], "\"soft\" is not cap or share"),
         ];
         for (pairs, expected) in cases {
             let err = config_from_labels("c", &labels(pairs)).unwrap_err();

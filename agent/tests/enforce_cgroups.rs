@@ -8,7 +8,8 @@
 
 use entente_agent::enforce::{
     backend_for, detect_cgroup_layout, AppliedBecause, Backend, BackendKind, BlockDevice,
-    CgroupLayout, CgroupV1Backend, CgroupV2Backend, EnforceError, Enforcer, Target, UNLIMITED,
+    CgroupLayout, CgroupV1Backend, CgroupV2Backend, CpuEnforcement, EnforceError, Enforcer, Target,
+    UNLIMITED,
 };
 use entente_protocol::{Resource, ResourceVector, WorkloadId};
 use std::fs;
@@ -200,7 +201,7 @@ async fn a_cpu_decision_throttles_a_busy_process_and_the_guarantee_returns_when_
     let pid = cgroup.spawn_busy_loop();
     let mut enforcer = Enforcer::new(backend.clone());
     let guarantee = ResourceVector::new(500, 0, 0, 0);
-    enforcer.register(workload("busy"), cgroup.target(), guarantee);
+    enforcer.register(workload("busy"), cgroup.target(), guarantee, CpuEnforcement::Cap);
 
     let start = now_ms();
     let decided = ResourceVector::new(200, 0, 0, 0);
@@ -254,6 +255,50 @@ async fn a_cpu_decision_throttles_a_busy_process_and_the_guarantee_returns_when_
     );
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn a_sharing_workload_runs_past_its_allocation_unthrottled_with_its_allocation_as_weight() {
+    let layout = layout();
+    let (kind, mounts) = cpu_capable_backend(&layout);
+    let backend = backend_for(&layout, kind, &[]).await.unwrap();
+    let mut cgroup = TestCgroup::create(&mounts.iter().map(PathBuf::as_path).collect::<Vec<_>>());
+    let pid = cgroup.spawn_busy_loop();
+    let mut enforcer = Enforcer::new(backend.clone());
+    let sharing = CpuEnforcement::Share { up_to: 2000 };
+    enforcer.register(workload("batch"), cgroup.target(), ResourceVector::new(50, 0, 0, 0), sharing);
+
+    let start = now_ms();
+    let decided = ResourceVector::new(100, 0, 0, 0);
+    let outcome = enforcer.on_allocation(&workload("batch"), decided, start + 60_000, start).await.unwrap();
+    assert_eq!(outcome.applied, Some(AppliedBecause::Decided));
+    // The quota is the limit; the weight is the allocation's.
+    assert_eq!(backend.read(&cgroup.target()).await.unwrap().cpu, 2000);
+    let cpu_dir = mounts[0].join(&cgroup.relative);
+    let (weight_file, weight, top_weight) = if cpu_dir.join("cpu.shares").exists() {
+        ("cpu.shares", "102", "262144") // 100 millicores at 1024 shares per core
+    } else {
+        ("cpu.weight", "4", "10000") // the same shares mapped onto 1..10000
+    };
+    assert_eq!(fs::read_to_string(cpu_dir.join(weight_file)).unwrap().trim(), weight);
+
+    // A new allocation changes the weight alone, and is still written.
+    let outcome = enforcer
+        .on_allocation(&workload("batch"), ResourceVector::new(1000, 0, 0, 0), start + 60_000, start + 1)
+        .await
+        .unwrap();
+    assert_eq!(outcome.applied, Some(AppliedBecause::Decided));
+    assert_eq!(backend.read(&cgroup.target()).await.unwrap().cpu, 2000);
+    assert_ne!(fs::read_to_string(cpu_dir.join(weight_file)).unwrap().trim(), weight);
+
+    // Alone at the top weight (so that the rest of a busy machine does not starve it), the loop
+    // runs far beyond its 100-millicore allocation and the quota never throttles it.
+    fs::write(cpu_dir.join(weight_file), top_weight).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let throttled_before = nr_throttled(&cpu_dir);
+    let used = cores_used(pid, Duration::from_secs(2));
+    assert!(used > 0.5, "a sharing workload allocated 100 millicores used only {used:.3} cores");
+    assert_eq!(nr_throttled(&cpu_dir), throttled_before, "the sharing workload was throttled");
+}
+
 /// Skips (with a message) when the host has no v1 controllers: a v2-only host is covered by the
 /// v2 tests and the cpu test above.
 fn v1_mount(layout: &CgroupLayout, controller: &str) -> Option<PathBuf> {
@@ -285,6 +330,7 @@ async fn v1_cpu_is_written_once_and_repaired_after_drift() {
         workload("web"),
         cgroup.target(),
         ResourceVector::new(250, 0, 0, 0),
+        CpuEnforcement::Cap,
     );
 
     let start = now_ms();
@@ -331,7 +377,7 @@ async fn v1_cpu_is_written_once_and_repaired_after_drift() {
     assert_eq!(file("cpu.cfs_quota_us"), "150000");
     // cpu=0 is as little as the kernel allows, not "unlimited".
     backend
-        .apply(&cgroup.target(), &ResourceVector::ZERO)
+        .apply(&cgroup.target(), &ResourceVector::ZERO.into())
         .await
         .unwrap();
     assert_eq!(file("cpu.cfs_quota_us"), "1000");
@@ -357,7 +403,7 @@ async fn v1_memory_limit_is_written_in_whole_pages_and_read_back() {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
     let asked = ResourceVector::new(0, (100 << 20) + 123, 0, 0);
-    backend.apply(&cgroup.target(), &asked).await.unwrap();
+    backend.apply(&cgroup.target(), &asked.into()).await.unwrap();
     let limit: u64 = fs::read_to_string(memory_dir.join("memory.limit_in_bytes"))
         .unwrap()
         .trim()
@@ -368,12 +414,12 @@ async fn v1_memory_limit_is_written_in_whole_pages_and_read_back() {
     assert_eq!(read.memory, limit);
     assert_eq!(
         read,
-        backend.expected_reading(&asked),
+        backend.expected_reading(&asked.into()),
         "reading right after apply must be what the drift check expects"
     );
 
     let written = backend.files_written();
-    backend.apply(&cgroup.target(), &asked).await.unwrap();
+    backend.apply(&cgroup.target(), &asked.into()).await.unwrap();
     assert_eq!(
         backend.files_written(),
         written,
@@ -382,7 +428,7 @@ async fn v1_memory_limit_is_written_in_whole_pages_and_read_back() {
 
     // 0 removes the limit.
     backend
-        .apply(&cgroup.target(), &ResourceVector::ZERO)
+        .apply(&cgroup.target(), &ResourceVector::ZERO.into())
         .await
         .unwrap();
     assert_eq!(
@@ -410,7 +456,7 @@ async fn v1_disk_bandwidth_throttles_every_configured_disk_in_both_directions() 
     assert!(backend.enforces().contains(&Resource::DiskBw));
 
     backend
-        .apply(&cgroup.target(), &ResourceVector::new(0, 0, 10 << 20, 0))
+        .apply(&cgroup.target(), &ResourceVector::new(0, 0, 10 << 20, 0).into())
         .await
         .unwrap();
     for file in [
@@ -430,7 +476,7 @@ async fn v1_disk_bandwidth_throttles_every_configured_disk_in_both_directions() 
         10 << 20
     );
     backend
-        .apply(&cgroup.target(), &ResourceVector::ZERO)
+        .apply(&cgroup.target(), &ResourceVector::ZERO.into())
         .await
         .unwrap();
     assert_eq!(
@@ -447,7 +493,7 @@ async fn a_missing_cgroup_is_a_clear_error() {
     let backend = backend_for(&layout, kind, &[]).await.unwrap();
     let target = Target::cgroup("entente-test-does-not-exist").unwrap();
     let err = backend
-        .apply(&target, &ResourceVector::new(100, 1 << 30, 0, 0))
+        .apply(&target, &ResourceVector::new(100, 1 << 30, 0, 0).into())
         .await
         .unwrap_err();
     assert!(matches!(err, EnforceError::NoSuchCgroup(_)), "{err:?}");
@@ -501,7 +547,7 @@ async fn v2_applies_what_the_hierarchy_has_and_names_a_missing_controller() {
     );
     let for_hierarchy = CgroupV2Backend::for_hierarchy(&v2, vec![]);
     let alloc = ResourceVector::new(300, (64 << 20) + 5, 0, 0);
-    for_hierarchy.apply(&cgroup.target(), &alloc).await.unwrap();
+    for_hierarchy.apply(&cgroup.target(), &alloc.into()).await.unwrap();
     if expected_claims.is_empty() {
         assert_eq!(
             for_hierarchy.files_written(),
@@ -512,7 +558,7 @@ async fn v2_applies_what_the_hierarchy_has_and_names_a_missing_controller() {
 
     // Asked for cpu and memory whatever the hierarchy has.
     let backend = CgroupV2Backend::new(root.clone(), vec![Resource::Cpu, Resource::Memory], vec![]);
-    let result = backend.apply(&cgroup.target(), &alloc).await;
+    let result = backend.apply(&cgroup.target(), &alloc.into()).await;
     let first_missing = ["cpu", "memory"].into_iter().find(|c| !child_has(c));
     match first_missing {
         None => {
@@ -541,10 +587,10 @@ async fn v2_applies_what_the_hierarchy_has_and_names_a_missing_controller() {
                 "memory.max {max} must sit above memory.high {high}"
             );
             let read = backend.read(&cgroup.target()).await.unwrap();
-            assert_eq!(read, backend.expected_reading(&alloc));
+            assert_eq!(read, backend.expected_reading(&alloc.into()));
             assert_eq!(read.cpu, 300);
             let written = backend.files_written();
-            backend.apply(&cgroup.target(), &alloc).await.unwrap();
+            backend.apply(&cgroup.target(), &alloc.into()).await.unwrap();
             assert_eq!(
                 backend.files_written(),
                 written,

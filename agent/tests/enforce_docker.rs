@@ -8,7 +8,9 @@
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 use bollard::Docker;
-use entente_agent::enforce::{AppliedBecause, Backend, DockerBackend, Enforcer, Target, UNLIMITED};
+use entente_agent::enforce::{
+    AppliedBecause, Backend, CpuEnforcement, DockerBackend, Enforcer, Target, UNLIMITED,
+};
 use entente_protocol::{Resource, ResourceVector, WorkloadId};
 use std::path::Path;
 use std::process::Command;
@@ -141,6 +143,7 @@ async fn a_decision_lands_in_the_container_as_quota_and_memory_with_swap() {
         web.clone(),
         container.target(),
         ResourceVector::new(100, 32 * MIB, 0, 0),
+        CpuEnforcement::Cap,
     );
     let decided = ResourceVector::new(300, 64 * MIB, 5 * MIB, 0);
     let outcome = enforcer
@@ -172,7 +175,7 @@ async fn a_decision_lands_in_the_container_as_quota_and_memory_with_swap() {
     }
 
     let read = backend.read(&container.target()).await.unwrap();
-    assert_eq!(read, backend.expected_reading(&decided));
+    assert_eq!(read, backend.expected_reading(&decided.into()));
     let report = enforcer.tick(1).await;
     assert!(
         report.applied.is_empty() && report.errors.is_empty(),
@@ -183,13 +186,13 @@ async fn a_decision_lands_in_the_container_as_quota_and_memory_with_swap() {
     backend
         .apply(
             &container.target(),
-            &ResourceVector::new(300, 256 * MIB, 0, 0),
+            &ResourceVector::new(300, 256 * MIB, 0, 0).into(),
         )
         .await
         .unwrap();
     assert_eq!(container.host_config().await.memory, Some(256 * MIB as i64));
     backend
-        .apply(&container.target(), &ResourceVector::new(300, 0, 0, 0))
+        .apply(&container.target(), &ResourceVector::new(300, 0, 0, 0).into())
         .await
         .unwrap();
     assert_eq!(
@@ -200,7 +203,7 @@ async fn a_decision_lands_in_the_container_as_quota_and_memory_with_swap() {
     backend
         .apply(
             &container.target(),
-            &ResourceVector::new(UNLIMITED, 0, 0, 0),
+            &ResourceVector::new(UNLIMITED, 0, 0, 0).into(),
         )
         .await
         .unwrap();
@@ -224,7 +227,7 @@ async fn a_container_created_with_nano_cpus_is_updated_through_nano_cpus() {
     let container = TestContainer::start(backend.client(), host_config).await;
 
     let decided = ResourceVector::new(500, 128 * MIB, 0, 0);
-    backend.apply(&container.target(), &decided).await.unwrap();
+    backend.apply(&container.target(), &decided.into()).await.unwrap();
     let config = container.host_config().await;
     assert_eq!(config.nano_cpus, Some(500_000_000));
     assert!(
@@ -236,13 +239,13 @@ async fn a_container_created_with_nano_cpus_is_updated_through_nano_cpus() {
     assert_eq!(config.memory_swap, Some(128 * MIB as i64));
     assert_eq!(
         backend.read(&container.target()).await.unwrap(),
-        backend.expected_reading(&decided)
+        backend.expected_reading(&decided.into())
     );
 
     let err = backend
         .apply(
             &Target::Container("entente-test-no-such-container".into()),
-            &decided,
+            &decided.into(),
         )
         .await
         .unwrap_err();

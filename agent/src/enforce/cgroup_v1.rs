@@ -1,9 +1,9 @@
 //! The cgroup v1 backend: one hierarchy per controller, as on older distributions and hybrid
 //! hosts.
 //!
-//! * cpu: `cpu.cfs_period_us` (100 ms) and `cpu.cfs_quota_us` cap the workload at its
-//!   allocation; `cpu.shares` (1024 per core) makes contention between capped workloads divide in
-//!   the same proportions.
+//! * cpu: `cpu.cfs_period_us` (100 ms) and `cpu.cfs_quota_us` cap the workload at its ceiling
+//!   (its allocation, or its limit when it shares); `cpu.shares` (1024 per core of allocation)
+//!   makes contention divide in proportion to allocations.
 //! * memory: `memory.limit_in_bytes`, which the kernel rounds down to whole pages. Lowering it
 //!   below current usage makes the kernel reclaim first; if it cannot, the write fails with EBUSY
 //!   and we report [`EnforceError::MemoryBelowUsage`] instead of killing anything. 0 removes the
@@ -16,7 +16,7 @@
 use super::cgroup_files::{existing_dir, parse_limit, CgroupFiles};
 use super::{
     cpu_quota_us, cpu_shares, page_size, set_unchecked, standard_expected_reading, Backend,
-    BlockDevice, CgroupTarget, EnforceError, Target, CPU_PERIOD_US, UNLIMITED,
+    BlockDevice, CgroupTarget, EnforceError, Setting, Target, CPU_PERIOD_US, UNLIMITED,
 };
 use async_trait::async_trait;
 use entente_protocol::{Resource, ResourceVector};
@@ -155,9 +155,10 @@ impl Backend for CgroupV1Backend {
         resources
     }
 
-    async fn apply(&self, target: &Target, alloc: &ResourceVector) -> Result<(), EnforceError> {
+    async fn apply(&self, target: &Target, setting: &Setting) -> Result<(), EnforceError> {
         let cgroup = self.cgroup_target(target)?;
-        let expected = self.expected_reading(alloc);
+        let expected = self.expected_reading(setting);
+        let alloc = &setting.alloc;
         for resource in self.enforces() {
             match resource {
                 Resource::Cpu => {
@@ -168,8 +169,8 @@ impl Backend for CgroupV1Backend {
                         if self.files.read_limit(&period_file)? != Some(CPU_PERIOD_US) {
                             self.files.write(&period_file, &CPU_PERIOD_US.to_string())?;
                         }
-                        let quota =
-                            cpu_quota_us(alloc.cpu).map_or("-1".to_string(), |q| q.to_string());
+                        let quota = cpu_quota_us(setting.cpu_ceiling)
+                            .map_or("-1".to_string(), |q| q.to_string());
                         self.files.write(&dir.join("cpu.cfs_quota_us"), &quota)?;
                     }
                     let shares_file = dir.join("cpu.shares");
@@ -233,7 +234,7 @@ impl Backend for CgroupV1Backend {
         Ok(in_force)
     }
 
-    fn expected_reading(&self, alloc: &ResourceVector) -> ResourceVector {
-        standard_expected_reading(&self.enforces(), alloc, page_size())
+    fn expected_reading(&self, setting: &Setting) -> ResourceVector {
+        standard_expected_reading(&self.enforces(), setting, page_size())
     }
 }

@@ -1,7 +1,8 @@
 //! The cgroup v2 backend: the unified hierarchy of current distributions.
 //!
-//! * cpu: `cpu.max` (`quota period`, 100 ms period) caps the workload; `cpu.weight` (the usual
-//!   conversion from 1024-per-core shares to 1..10000) divides contention in proportion.
+//! * cpu: `cpu.max` (`quota period`, 100 ms period) caps the workload at its ceiling (its
+//!   allocation, or its limit when it shares); `cpu.weight` (the usual conversion from
+//!   1024-per-core shares of the allocation to 1..10000) divides contention in proportion.
 //! * memory: `memory.high` is the allocation: above it the kernel throttles and reclaims rather
 //!   than kills. `memory.max`, the hard limit where the OOM killer acts, sits 1/8 above it so a
 //!   short overshoot slows the workload down instead of killing it. 0 sets both to `max`.
@@ -16,7 +17,8 @@
 use super::cgroup_files::{existing_dir, parse_limit, CgroupFiles};
 use super::{
     cpu_quota_us, cpu_shares, page_size, set_unchecked, standard_expected_reading, Backend,
-    BlockDevice, CgroupTarget, CgroupV2Mount, EnforceError, Target, CPU_PERIOD_US, UNLIMITED,
+    BlockDevice, CgroupTarget, CgroupV2Mount, EnforceError, Setting, Target, CPU_PERIOD_US,
+    UNLIMITED,
 };
 use async_trait::async_trait;
 use entente_protocol::{Resource, ResourceVector};
@@ -157,9 +159,11 @@ impl CgroupV2Backend {
         Ok(seen.unwrap_or(UNLIMITED))
     }
 
-    fn apply_cpu(&self, dir: &Path, millicores: u64, expected: u64) -> Result<(), EnforceError> {
+    fn apply_cpu(&self, dir: &Path, setting: &Setting, expected: u64) -> Result<(), EnforceError> {
+        let millicores = setting.alloc.cpu;
         if self.read_cpu(dir)? != expected {
-            let quota = cpu_quota_us(millicores).map_or("max".to_string(), |q| q.to_string());
+            let quota =
+                cpu_quota_us(setting.cpu_ceiling).map_or("max".to_string(), |q| q.to_string());
             self.files
                 .write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
         }
@@ -257,13 +261,13 @@ impl Backend for CgroupV2Backend {
         self.resources.clone()
     }
 
-    async fn apply(&self, target: &Target, alloc: &ResourceVector) -> Result<(), EnforceError> {
+    async fn apply(&self, target: &Target, setting: &Setting) -> Result<(), EnforceError> {
         let dir = self.dir(target)?;
-        let expected = self.expected_reading(alloc);
+        let expected = self.expected_reading(setting);
         for &resource in &self.resources {
             self.require_controller(&dir, resource)?;
             match resource {
-                Resource::Cpu => self.apply_cpu(&dir, alloc.cpu, expected.cpu)?,
+                Resource::Cpu => self.apply_cpu(&dir, setting, expected.cpu)?,
                 Resource::Memory => self.apply_memory(&dir, expected.memory)?,
                 Resource::DiskBw => self.apply_disk(&dir, expected.disk_bw)?,
                 _ => {}
@@ -288,8 +292,8 @@ impl Backend for CgroupV2Backend {
         Ok(in_force)
     }
 
-    fn expected_reading(&self, alloc: &ResourceVector) -> ResourceVector {
-        standard_expected_reading(&self.resources, alloc, page_size())
+    fn expected_reading(&self, setting: &Setting) -> ResourceVector {
+        standard_expected_reading(&self.resources, setting, page_size())
     }
 }
 

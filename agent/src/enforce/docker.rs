@@ -16,7 +16,7 @@
 //!   [`Backend::enforces`] says so.
 
 use super::{
-    cpu_quota_us, cpu_shares, set_unchecked, Backend, EnforceError, Target, CPU_PERIOD_US,
+    cpu_quota_us, cpu_shares, set_unchecked, Backend, EnforceError, Setting, Target, CPU_PERIOD_US,
     MIN_CPU_MILLICORES, UNLIMITED,
 };
 use async_trait::async_trait;
@@ -131,10 +131,11 @@ impl Backend for DockerBackend {
         vec![Resource::Cpu, Resource::Memory]
     }
 
-    async fn apply(&self, target: &Target, alloc: &ResourceVector) -> Result<(), EnforceError> {
+    async fn apply(&self, target: &Target, setting: &Setting) -> Result<(), EnforceError> {
         let container = self.container(target)?;
         let config = self.host_config(container).await?;
-        let expected = self.expected_reading(alloc);
+        let expected = self.expected_reading(setting);
+        let alloc = &setting.alloc;
         let mut update = ContainerUpdateBody::default();
         let mut changed = false;
 
@@ -150,7 +151,7 @@ impl Backend for DockerBackend {
                 });
             } else {
                 update.cpu_period = Some(CPU_PERIOD_US as i64);
-                update.cpu_quota = Some(cpu_quota_us(alloc.cpu).map_or(-1, |q| q as i64));
+                update.cpu_quota = Some(cpu_quota_us(setting.cpu_ceiling).map_or(-1, |q| q as i64));
             }
         }
         if memory_of(&config) != expected.memory {
@@ -185,12 +186,13 @@ impl Backend for DockerBackend {
         Ok(in_force)
     }
 
-    fn expected_reading(&self, alloc: &ResourceVector) -> ResourceVector {
+    fn expected_reading(&self, setting: &Setting) -> ResourceVector {
+        let alloc = &setting.alloc;
         let mut expected = ResourceVector::ZERO;
-        let cpu = if alloc.cpu == UNLIMITED {
+        let cpu = if setting.cpu_ceiling == UNLIMITED {
             UNLIMITED
         } else {
-            alloc.cpu.max(MIN_CPU_MILLICORES)
+            setting.cpu_ceiling.max(MIN_CPU_MILLICORES)
         };
         set_unchecked(&mut expected, Resource::Cpu, cpu);
         let memory = if alloc.memory == 0 || alloc.memory == UNLIMITED {

@@ -5,7 +5,7 @@
 //! whole; its readings are what it was last told, so the lease logic runs exactly as it would
 //! with a real backend.
 
-use super::{Backend, EnforceError, Target, UNLIMITED};
+use super::{Backend, EnforceError, Setting, Target, UNLIMITED};
 use async_trait::async_trait;
 use entente_protocol::{Resource, ResourceVector};
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use std::sync::Mutex;
 #[derive(Debug, Default)]
 pub struct DryRunBackend {
     applied: Mutex<HashMap<Target, ResourceVector>>,
-    history: Mutex<Vec<(Target, ResourceVector)>>,
+    history: Mutex<Vec<(Target, Setting)>>,
 }
 
 impl DryRunBackend {
@@ -24,7 +24,7 @@ impl DryRunBackend {
     }
 
     /// Every apply so far, oldest first.
-    pub fn history(&self) -> Vec<(Target, ResourceVector)> {
+    pub fn history(&self) -> Vec<(Target, Setting)> {
         self.history.lock().expect("dry-run history lock").clone()
     }
 }
@@ -39,9 +39,9 @@ impl Backend for DryRunBackend {
         Resource::ALL.to_vec()
     }
 
-    async fn apply(&self, target: &Target, alloc: &ResourceVector) -> Result<(), EnforceError> {
-        tracing::info!(%target, %alloc, "dry run: would apply");
-        let in_force = self.expected_reading(alloc);
+    async fn apply(&self, target: &Target, setting: &Setting) -> Result<(), EnforceError> {
+        tracing::info!(%target, alloc = %setting.alloc, cpu_ceiling = setting.cpu_ceiling, "dry run: would apply");
+        let in_force = self.expected_reading(setting);
         self.applied
             .lock()
             .expect("dry-run lock")
@@ -49,7 +49,7 @@ impl Backend for DryRunBackend {
         self.history
             .lock()
             .expect("dry-run history lock")
-            .push((target.clone(), *alloc));
+            .push((target.clone(), *setting));
         Ok(())
     }
 
@@ -70,6 +70,7 @@ impl Backend for DryRunBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::enforce::CpuEnforcement;
 
     #[tokio::test]
     async fn records_and_reads_back_what_it_would_apply() {
@@ -77,10 +78,14 @@ mod tests {
         let target = Target::Container("web".into());
         assert_eq!(backend.read(&target).await.unwrap().cpu, UNLIMITED);
         let alloc = ResourceVector::new(0, 0, 5_000, 7);
-        backend.apply(&target, &alloc).await.unwrap();
+        backend.apply(&target, &alloc.into()).await.unwrap();
         let read = backend.read(&target).await.unwrap();
-        assert_eq!(read, backend.expected_reading(&alloc));
+        assert_eq!(read, backend.expected_reading(&alloc.into()));
         assert_eq!((read.cpu, read.memory, read.disk_bw, read.net_bw), (10, UNLIMITED, 5_000, 7));
-        assert_eq!(backend.history(), vec![(target, alloc)]);
+        assert_eq!(backend.history(), vec![(target.clone(), Setting::capped(alloc))]);
+        // A sharing workload reads back its ceiling as its cpu.
+        let shared = CpuEnforcement::Share { up_to: 2_000 }.setting(ResourceVector::new(300, 0, 0, 0));
+        backend.apply(&target, &shared).await.unwrap();
+        assert_eq!(backend.read(&target).await.unwrap().cpu, 2_000);
     }
 }

@@ -10,12 +10,13 @@
 //!
 //! [`Enforcer::tick`], called every round or more often, makes that true on the backend: it reads
 //! what is in force, compares it with [`Backend::expected_reading`] of what should be, and applies
-//! only when they differ. That one comparison gives idempotence (an unchanged allocation writes
-//! nothing), drift repair (someone edited the cgroup: re-applied) and retries (a failed apply is
-//! tried again next tick). Amounts of resources the backend does not enforce are reported, never
-//! silently dropped.
+//! only when they differ, or when what should be in force changed since the last tick (a
+//! sharing workload's new allocation changes only its cpu weight, which the reading does not
+//! show). That gives idempotence (an unchanged allocation writes nothing), drift repair (someone
+//! edited the cgroup's limits: re-applied) and retries (a failed apply is tried again next tick).
+//! Amounts of resources the backend does not enforce are reported, never silently dropped.
 
-use super::{Backend, EnforceError, Target};
+use super::{Backend, CpuEnforcement, EnforceError, Target};
 use entente_protocol::{Decision, Resource, ResourceVector, RoundId, WorkloadId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -68,6 +69,7 @@ struct Lease {
 struct Held {
     target: Target,
     guarantee: ResourceVector,
+    cpu: CpuEnforcement,
     lease: Option<Lease>,
     /// What was last made to hold on the backend (applied, or found already in force).
     in_force: Option<ResourceVector>,
@@ -95,21 +97,30 @@ impl Enforcer {
         &self.backend
     }
 
-    /// Starts holding a workload. Nothing is written until the next decision or tick, which puts
-    /// it at its guarantee unless a decision says otherwise. Registering again replaces the
-    /// target and guarantee and keeps a valid lease.
-    pub fn register(&mut self, workload: WorkloadId, target: Target, guarantee: ResourceVector) {
+    /// Starts holding a workload, its cpu capped or shared as `cpu` says. Nothing is written
+    /// until the next decision or tick, which puts it at its guarantee unless a decision says
+    /// otherwise. Registering again replaces the target, guarantee and cpu enforcement and keeps
+    /// a valid lease.
+    pub fn register(
+        &mut self,
+        workload: WorkloadId,
+        target: Target,
+        guarantee: ResourceVector,
+        cpu: CpuEnforcement,
+    ) {
         let held = self.workloads.entry(workload).or_insert(Held {
             target: target.clone(),
             guarantee,
+            cpu,
             lease: None,
             in_force: None,
         });
-        if held.target != target {
+        if held.target != target || held.cpu != cpu {
             held.in_force = None;
         }
         held.target = target;
         held.guarantee = guarantee;
+        held.cpu = cpu;
     }
 
     /// Stops holding a workload (it left the host); its cgroup or container is left as it is.
@@ -243,15 +254,16 @@ impl Enforcer {
             AppliedBecause::Guarantee
         };
         let target = held.target.clone();
+        let setting = held.cpu.setting(should);
         let previously = held.in_force;
         let unenforced = self.unenforced(&should);
         if !unenforced.is_empty() {
             tracing::warn!(workload = %workload.as_str(), ?unenforced, backend = self.backend.name(), "allocation has amounts this backend cannot enforce");
         }
 
-        let expected = self.backend.expected_reading(&should);
+        let expected = self.backend.expected_reading(&setting);
         let found = self.backend.read(&target).await?;
-        let applied = if found == expected {
+        let applied = if found == expected && previously == Some(should) {
             None
         } else {
             let because = if previously == Some(should) {
@@ -263,7 +275,7 @@ impl Enforcer {
                 tracing::warn!(workload = %workload.as_str(), %target, ?found, ?expected, "enforced allocation drifted; re-applying");
             }
             self.applies += 1;
-            self.backend.apply(&target, &should).await?;
+            self.backend.apply(&target, &setting).await?;
             Some(because)
         };
         if let Some(held) = self.workloads.get_mut(workload) {
@@ -307,7 +319,7 @@ mod tests {
     //! The lease and drift logic against an in-memory backend (this module's unit tests only;
     //! the real backends are tested against real cgroups in agent/tests).
     use super::*;
-    use crate::enforce::UNLIMITED;
+    use crate::enforce::{Setting, UNLIMITED};
     use async_trait::async_trait;
     use std::sync::Mutex;
 
@@ -317,6 +329,8 @@ mod tests {
         state: Mutex<BTreeMap<String, ResourceVector>>,
         applies: Mutex<u64>,
         fail: Mutex<bool>,
+        /// The cpu allocation last applied, which sets the weight (not part of a reading).
+        weights: Mutex<BTreeMap<String, u64>>,
     }
 
     impl MemoryBackend {
@@ -339,12 +353,13 @@ mod tests {
         fn enforces(&self) -> Vec<Resource> {
             vec![Resource::Cpu, Resource::Memory]
         }
-        async fn apply(&self, target: &Target, alloc: &ResourceVector) -> Result<(), EnforceError> {
+        async fn apply(&self, target: &Target, setting: &Setting) -> Result<(), EnforceError> {
             if *self.fail.lock().unwrap() {
                 return Err(EnforceError::NoSuchCgroup("/gone".into()));
             }
             *self.applies.lock().unwrap() += 1;
-            let v = self.expected_reading(alloc);
+            self.weights.lock().unwrap().insert(Self::key(target), setting.alloc.cpu);
+            let v = self.expected_reading(setting);
             self.state.lock().unwrap().insert(Self::key(target), v);
             Ok(())
         }
@@ -376,8 +391,32 @@ mod tests {
             wl("web"),
             target.clone(),
             ResourceVector::new(500, 1 << 30, 0, 0),
+            CpuEnforcement::Cap,
         );
         (backend, enforcer, target)
+    }
+
+    #[tokio::test]
+    async fn a_sharing_workload_is_capped_at_its_limit_and_weighted_by_its_allocation() {
+        let backend = Arc::new(MemoryBackend::default());
+        let mut enforcer = Enforcer::new(backend.clone());
+        let target = Target::cgroup("entente/batch").unwrap();
+        let guarantee = ResourceVector::new(50, 1 << 30, 0, 0);
+        enforcer.register(wl("batch"), target.clone(), guarantee, CpuEnforcement::Share { up_to: 2_000 });
+        enforcer.tick(0).await;
+        assert_eq!(backend.read(&target).await.unwrap().cpu, 2_000, "the quota is the limit");
+        assert_eq!(backend.weights.lock().unwrap()[&target.to_string()], 50, "the weight is the guarantee");
+
+        // A new allocation changes only the weight: the reading is the same, yet it is applied.
+        let decided = ResourceVector::new(700, 1 << 30, 0, 0);
+        let outcome = enforcer.on_allocation(&wl("batch"), decided, 10_000, 1).await.unwrap();
+        assert_eq!(outcome.applied, Some(AppliedBecause::Decided));
+        assert_eq!(backend.read(&target).await.unwrap().cpu, 2_000);
+        assert_eq!(backend.weights.lock().unwrap()[&target.to_string()], 700);
+        // Renewed unchanged: nothing is written.
+        let outcome = enforcer.on_allocation(&wl("batch"), decided, 20_000, 2).await.unwrap();
+        assert_eq!(outcome.applied, None);
+        assert_eq!(backend.applies(), 2);
     }
 
     #[tokio::test]

@@ -23,6 +23,19 @@
 //!   backend says what it enforces in [`Backend::enforces`], and the [`Enforcer`] reports every
 //!   non-zero amount of any other resource as unenforced instead of dropping it silently.
 //!
+//! ## Cap or share: how cpu is held to an allocation
+//!
+//! A cpu allocation always sets the workload's weight (`cpu.shares`, `cpu.weight`, Docker's
+//! `CpuShares`), so that under contention cpu divides in proportion to allocations. What it
+//! caps depends on the workload's [`CpuEnforcement`]: a **capped** workload's quota is its
+//! allocation, so it never uses more; a **sharing** workload's quota is its limit, so it may use
+//! cpu that nobody else is using and yields to its neighbours' weights when they want it. The
+//! backend is handed both in a [`Setting`]. Sharing is the default for best-effort work: in the
+//! colocation experiment (docs/EVALUATION.md) capping best-effort groups with a CFS quota made the
+//! latency-critical service's tail *worse* than no control at all (a throttled group comes back
+//! with a burst the service's wake-ups cannot preempt), while weights alone kept best-effort
+//! throughput and improved the tail.
+//!
 //! `disk_bw` is the read + write bandwidth of the workload. Block-layer throttles are set per
 //! device and per direction; each configured device gets the whole amount in each direction, an
 //! upper bound (a workload that only reads or only writes gets all of it).
@@ -59,6 +72,48 @@ pub const UNLIMITED: u64 = u64::MAX;
 pub const CPU_PERIOD_US: u64 = 100_000;
 /// The smallest CPU allocation the kernel can enforce: a 1 ms quota per 100 ms period.
 pub const MIN_CPU_MILLICORES: u64 = 10;
+
+/// How a workload's cpu allocation is held (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuEnforcement {
+    /// The allocation is the quota: the workload never uses more.
+    Cap,
+    /// The allocation is only a weight; the quota is `up_to` (the workload's limit), so the
+    /// workload uses idle cpu up to it.
+    Share { up_to: u64 },
+}
+
+impl CpuEnforcement {
+    /// What to impose for `alloc`.
+    pub fn setting(self, alloc: ResourceVector) -> Setting {
+        match self {
+            CpuEnforcement::Cap => Setting::capped(alloc),
+            CpuEnforcement::Share { up_to } => Setting { alloc, cpu_ceiling: up_to.max(alloc.cpu) },
+        }
+    }
+}
+
+/// What a backend imposes on one workload: the allocation (every resource's limit, and the cpu
+/// weight) and the cpu quota, which is the allocation unless the workload shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    pub alloc: ResourceVector,
+    /// The most cpu the workload may use, in millicores ([`UNLIMITED`]: no quota).
+    pub cpu_ceiling: u64,
+}
+
+impl Setting {
+    /// The allocation as a ceiling: the quota is the cpu allocation.
+    pub fn capped(alloc: ResourceVector) -> Setting {
+        Setting { alloc, cpu_ceiling: alloc.cpu }
+    }
+}
+
+impl From<ResourceVector> for Setting {
+    fn from(alloc: ResourceVector) -> Setting {
+        Setting::capped(alloc)
+    }
+}
 
 /// Where a workload lives, as a backend sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -190,20 +245,21 @@ pub trait Backend: Send + Sync {
     /// The resources this backend really enforces on this host.
     fn enforces(&self) -> Vec<Resource>;
 
-    /// Imposes `alloc` on the target for every resource in [`Backend::enforces`]; the other
+    /// Imposes `setting` on the target for every resource in [`Backend::enforces`]; the other
     /// amounts are ignored (the [`Enforcer`] reports them). See the module documentation for
-    /// what 0 and [`UNLIMITED`] mean.
-    async fn apply(&self, target: &Target, alloc: &ResourceVector) -> Result<(), EnforceError>;
+    /// what 0 and [`UNLIMITED`] mean, and for the cpu weight and ceiling.
+    async fn apply(&self, target: &Target, setting: &Setting) -> Result<(), EnforceError>;
 
     /// What is in force now, for the enforced resources (0 for the others; [`UNLIMITED`] where
-    /// there is no limit).
+    /// there is no limit). For cpu that is the quota (the ceiling), not the weight.
     async fn read(&self, target: &Target) -> Result<ResourceVector, EnforceError>;
 
-    /// What [`Backend::read`] returns right after `apply(alloc)` succeeded: the allocation with
+    /// What [`Backend::read`] returns right after `apply(setting)` succeeded: the allocation with
     /// the backend's rounding (pages, the minimum quota) and its meaning of 0, for the enforced
-    /// resources, 0 for the others. The drift check compares readings with this.
-    fn expected_reading(&self, alloc: &ResourceVector) -> ResourceVector {
-        standard_expected_reading(&self.enforces(), alloc, 1)
+    /// resources, 0 for the others, and the cpu ceiling for cpu. The drift check compares
+    /// readings with this.
+    fn expected_reading(&self, setting: &Setting) -> ResourceVector {
+        standard_expected_reading(&self.enforces(), setting, 1)
     }
 }
 
@@ -211,12 +267,15 @@ pub trait Backend: Send + Sync {
 /// rounded down to `memory_granularity` bytes.
 pub(crate) fn standard_expected_reading(
     enforced: &[Resource],
-    alloc: &ResourceVector,
+    setting: &Setting,
     memory_granularity: u64,
 ) -> ResourceVector {
     let mut expected = ResourceVector::ZERO;
     for &resource in enforced {
-        let amount = alloc.get(resource);
+        let amount = match resource {
+            Resource::Cpu => setting.cpu_ceiling,
+            _ => setting.alloc.get(resource),
+        };
         let reading = match resource {
             Resource::Cpu if amount == UNLIMITED => UNLIMITED,
             Resource::Cpu => amount.max(MIN_CPU_MILLICORES),

@@ -22,10 +22,21 @@ fn now_ms() -> u64 {
 struct AgentProcess(Option<tokio::process::Child>);
 
 impl Drop for AgentProcess {
+    /// On a failed assertion too: a graceful stop first (the agent stops the command it started
+    /// and removes its cgroup), a kill only if that does not end it within a few seconds.
     fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            let _ = child.start_kill();
+        let Some(child) = self.0.as_mut() else { return };
+        if let Some(pid) = child.id() {
+            // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            for _ in 0..50 {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
         }
+        let _ = child.start_kill();
     }
 }
 
@@ -99,6 +110,7 @@ async fn an_agent_negotiates_and_enforces_against_a_scripted_arbiter() {
             id = "burner"
             command = ["sh", "-c", "while :; do :; done"]
             class = "best_effort"
+            cpu_enforcement = "cap"
             priority = 40
             guaranteed = {{ cpu = 100, memory = 0, disk_bw = 0, net_bw = 0 }}
             limit = {{ cpu = 1000, memory = 1073741824, disk_bw = 0, net_bw = 0 }}

@@ -11,12 +11,18 @@
 //! [`Enforcer::tick`], called every round or more often, makes that true on the backend: it reads
 //! what is in force, compares it with [`Backend::expected_reading`] of what should be, and applies
 //! only when they differ, or when what should be in force changed since the last tick (a
-//! sharing workload's new allocation changes only its cpu weight, which the reading does not
-//! show). That gives idempotence (an unchanged allocation writes nothing), drift repair (someone
+//! sharing workload's new allocation may change only its cpu weight, which the reading does not
+//! show).
+//!
+//! A sharing workload ([`CpuEnforcement::Share`]) may use, beyond its allocation, the host's cpu
+//! that no allocation holds: its quota is its allocation plus that spare cpu, at most its limit.
+//! What the auction gave a neighbour stays the neighbour's even while it is idle, so a
+//! latency-critical workload that buys headroom really keeps sharers off it, and what nobody
+//! bought is not wasted. That gives idempotence (an unchanged allocation writes nothing), drift repair (someone
 //! edited the cgroup's limits: re-applied) and retries (a failed apply is tried again next tick).
 //! Amounts of resources the backend does not enforce are reported, never silently dropped.
 
-use super::{Backend, CpuEnforcement, EnforceError, Target};
+use super::{Backend, CpuEnforcement, EnforceError, Setting, Target};
 use entente_protocol::{Decision, Resource, ResourceVector, RoundId, WorkloadId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -72,21 +78,25 @@ struct Held {
     cpu: CpuEnforcement,
     lease: Option<Lease>,
     /// What was last made to hold on the backend (applied, or found already in force).
-    in_force: Option<ResourceVector>,
+    in_force: Option<Setting>,
 }
 
 /// Holds every workload of the host at its decided allocation or its guarantee.
 pub struct Enforcer {
     backend: Arc<dyn Backend>,
+    /// The host's cpu, in millicores: what allocations leave of it is what sharers may use.
+    host_cpu: u64,
     workloads: BTreeMap<WorkloadId, Held>,
     last_round: Option<RoundId>,
     applies: u64,
 }
 
 impl Enforcer {
-    pub fn new(backend: Arc<dyn Backend>) -> Enforcer {
+    /// An enforcer for a host with `host_cpu` millicores.
+    pub fn new(backend: Arc<dyn Backend>, host_cpu: u64) -> Enforcer {
         Enforcer {
             backend,
+            host_cpu,
             workloads: BTreeMap::new(),
             last_round: None,
             applies: 0,
@@ -115,7 +125,7 @@ impl Enforcer {
             lease: None,
             in_force: None,
         });
-        if held.target != target || held.cpu != cpu {
+        if held.target != target {
             held.in_force = None;
         }
         held.target = target;
@@ -167,21 +177,24 @@ impl Enforcer {
             return report;
         }
         self.last_round = Some(decision.round);
+        // Every lease first, then every workload: a sharer's quota depends on all allocations.
         for allocation in &decision.allocations {
             if !self.workloads.contains_key(&allocation.workload) {
                 tracing::warn!(workload = %allocation.workload.as_str(), round = decision.round, "decision for a workload this agent does not hold");
                 report.unknown_workloads.push(allocation.workload.clone());
                 continue;
             }
-            let outcome = self
-                .on_allocation(
-                    &allocation.workload,
-                    allocation.alloc,
-                    decision.lease_expires_unix_ms,
-                    now_unix_ms,
-                )
-                .await;
-            record(&mut report, &allocation.workload, outcome);
+            self.hold(
+                &allocation.workload,
+                allocation.alloc,
+                decision.lease_expires_unix_ms,
+                now_unix_ms,
+            );
+        }
+        let workloads: Vec<WorkloadId> = self.workloads.keys().cloned().collect();
+        for workload in workloads {
+            let outcome = self.reconcile(&workload, now_unix_ms).await;
+            record(&mut report, &workload, outcome);
         }
         report
     }
@@ -195,11 +208,20 @@ impl Enforcer {
         lease_expires_unix_ms: u64,
         now_unix_ms: u64,
     ) -> Result<Outcome, EnforceError> {
-        let Some(held) = self.workloads.get_mut(workload) else {
+        if !self.workloads.contains_key(workload) {
             return Err(EnforceError::BadTarget {
                 target: workload.as_str().to_string(),
                 reason: "the workload is not registered with the enforcer",
             });
+        }
+        self.hold(workload, alloc, lease_expires_unix_ms, now_unix_ms);
+        self.reconcile(workload, now_unix_ms).await
+    }
+
+    /// Holds `alloc` for a registered workload under its lease, writing nothing.
+    fn hold(&mut self, workload: &WorkloadId, alloc: ResourceVector, lease_expires_unix_ms: u64, now_unix_ms: u64) {
+        let Some(held) = self.workloads.get_mut(workload) else {
+            return;
         };
         if lease_expires_unix_ms > now_unix_ms {
             held.lease = Some(Lease {
@@ -209,7 +231,27 @@ impl Enforcer {
         } else {
             tracing::warn!(workload = %workload.as_str(), lease_expires_unix_ms, now_unix_ms, "allocation arrived with its lease already expired; holding the guarantee");
         }
-        self.reconcile(workload, now_unix_ms).await
+    }
+
+    /// The host's cpu that no workload's allocation (or guarantee) holds at `now_unix_ms`.
+    fn spare_cpu(&self, now_unix_ms: u64) -> u64 {
+        let held: u64 = self
+            .workloads
+            .values()
+            .map(|h| desired(h, now_unix_ms).cpu)
+            .fold(0, u64::saturating_add);
+        self.host_cpu.saturating_sub(held)
+    }
+
+    /// What to impose on a workload whose allocation is `alloc`: sharers get the spare cpu too.
+    fn setting_for(&self, held: &Held, alloc: ResourceVector, now_unix_ms: u64) -> Setting {
+        match held.cpu {
+            CpuEnforcement::Cap => Setting::capped(alloc),
+            CpuEnforcement::Share { up_to } => {
+                let ceiling = alloc.cpu.saturating_add(self.spare_cpu(now_unix_ms)).min(up_to);
+                CpuEnforcement::Share { up_to: ceiling }.setting(alloc)
+            }
+        }
     }
 
     /// Drops expired leases (the workload falls back to its guarantee) and makes what should be
@@ -254,7 +296,7 @@ impl Enforcer {
             AppliedBecause::Guarantee
         };
         let target = held.target.clone();
-        let setting = held.cpu.setting(should);
+        let setting = self.setting_for(held, should, now_unix_ms);
         let previously = held.in_force;
         let unenforced = self.unenforced(&should);
         if !unenforced.is_empty() {
@@ -263,10 +305,10 @@ impl Enforcer {
 
         let expected = self.backend.expected_reading(&setting);
         let found = self.backend.read(&target).await?;
-        let applied = if found == expected && previously == Some(should) {
+        let applied = if found == expected && previously == Some(setting) {
             None
         } else {
-            let because = if previously == Some(should) {
+            let because = if previously == Some(setting) {
                 AppliedBecause::Drift { found }
             } else {
                 because_of_lease
@@ -279,7 +321,7 @@ impl Enforcer {
             Some(because)
         };
         if let Some(held) = self.workloads.get_mut(workload) {
-            held.in_force = Some(should);
+            held.in_force = Some(setting);
         }
         Ok(Outcome {
             applied,
@@ -385,7 +427,7 @@ mod tests {
 
     fn setup() -> (Arc<MemoryBackend>, Enforcer, Target) {
         let backend = Arc::new(MemoryBackend::default());
-        let mut enforcer = Enforcer::new(backend.clone());
+        let mut enforcer = Enforcer::new(backend.clone(), 4_000);
         let target = Target::cgroup("entente/web").unwrap();
         enforcer.register(
             wl("web"),
@@ -399,7 +441,7 @@ mod tests {
     #[tokio::test]
     async fn a_sharing_workload_is_capped_at_its_limit_and_weighted_by_its_allocation() {
         let backend = Arc::new(MemoryBackend::default());
-        let mut enforcer = Enforcer::new(backend.clone());
+        let mut enforcer = Enforcer::new(backend.clone(), 4_000);
         let target = Target::cgroup("entente/batch").unwrap();
         let guarantee = ResourceVector::new(50, 1 << 30, 0, 0);
         enforcer.register(wl("batch"), target.clone(), guarantee, CpuEnforcement::Share { up_to: 2_000 });
@@ -417,6 +459,48 @@ mod tests {
         let outcome = enforcer.on_allocation(&wl("batch"), decided, 20_000, 2).await.unwrap();
         assert_eq!(outcome.applied, None);
         assert_eq!(backend.applies(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_sharer_may_use_what_no_allocation_holds_but_not_what_a_neighbour_bought() {
+        let backend = Arc::new(MemoryBackend::default());
+        let mut enforcer = Enforcer::new(backend.clone(), 2_000);
+        let (lc, be) = (Target::cgroup("entente/lc").unwrap(), Target::cgroup("entente/be").unwrap());
+        enforcer.register(wl("lc"), lc.clone(), ResourceVector::new(500, 0, 0, 0), CpuEnforcement::Cap);
+        enforcer.register(wl("be"), be.clone(), ResourceVector::new(50, 0, 0, 0), CpuEnforcement::Share { up_to: 2_000 });
+        let mut decision = entente_protocol::samples::decision();
+        decision.lease_expires_unix_ms = 10_000;
+        let allocate = |decision: &mut Decision, round, lc_cpu, be_cpu| {
+            decision.round = round;
+            let template = decision.allocations[0].clone();
+            decision.allocations = [("lc", lc_cpu), ("be", be_cpu)]
+                .into_iter()
+                .map(|(w, cpu)| entente_protocol::Allocation {
+                    workload: wl(w),
+                    alloc: ResourceVector::new(cpu, 0, 0, 0),
+                    ..template.clone()
+                })
+                .collect();
+        };
+
+        // The service bought headroom: the sharer gets its 100 and the 100 nobody holds.
+        allocate(&mut decision, 1, 1_800, 100);
+        let report = enforcer.on_decision(&decision, 0).await;
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(backend.read(&lc).await.unwrap().cpu, 1_800);
+        assert_eq!(backend.read(&be).await.unwrap().cpu, 200);
+        assert_eq!(backend.weights.lock().unwrap()[&be.to_string()], 100);
+
+        // It gave the headroom back: the sharer may use all the spare cpu.
+        allocate(&mut decision, 2, 500, 100);
+        enforcer.on_decision(&decision, 1).await;
+        assert_eq!(backend.read(&be).await.unwrap().cpu, 1_500);
+
+        // The leases run out: both at their guarantees, the sharer up to what they leave.
+        let report = enforcer.tick(10_000).await;
+        assert_eq!(report.fell_back.len(), 2);
+        assert_eq!(backend.read(&be).await.unwrap().cpu, 1_500);
+        assert_eq!(backend.weights.lock().unwrap()[&be.to_string()], 50);
     }
 
     #[tokio::test]

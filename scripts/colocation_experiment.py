@@ -126,6 +126,13 @@ def read_quota(path):
     return None if q < 0 else q * 1000 // p
 
 
+def read_shares(path):
+    try:
+        return int((CG / "cpu" / path / "cpu.shares").read_text())
+    except OSError:
+        return None
+
+
 def read_cpu_ns(path):
     try:
         return int((CG / "cpuacct" / path / "cpuacct.usage").read_text())
@@ -371,9 +378,11 @@ def run_once(args, policy, rep, out_dir):
                     reactive_quota = new
                     set_quota(BE, None if new >= MACHINE_MILLI else new)
             quotas = {p: read_quota(p) for p in [LC, BE] + [f"{BE}/{k}" for k in BE_KINDS]}
+            shares = {p: read_shares(p) for p in quotas}
+            # A change of a cgroup's quota or weight (or both) in a second is one adjustment.
             if last_quotas is not None:
-                adjustments += sum(1 for p in quotas if quotas[p] != last_quotas[p])
-            last_quotas = quotas
+                adjustments += sum(1 for p in quotas if (quotas[p], shares[p]) != last_quotas[p])
+            last_quotas = {p: (quotas[p], shares[p]) for p in quotas}
             cpu = {p: read_cpu_ns(p) for p in [LC, BE, CLIENT, CONTROL]}
             busy = host_busy_ns()
             ours = sum(cpu[p] - last_cpu[p] for p in cpu)
@@ -388,6 +397,7 @@ def run_once(args, policy, rep, out_dir):
                 "lc_cpu_milli": (cpu[LC] - last_cpu[LC]) / 1e6,
                 "be_cpu_milli": (cpu[BE] - last_cpu[BE]) / 1e6,
                 "quota_milli": {p.replace("colo-", ""): q for p, q in quotas.items()},
+                "shares": {p.replace("colo-", ""): w for p, w in shares.items()},
                 "active": sorted(k for k, v in running.items() if v[3].poll() is None),
             })
             last_cpu, last_busy = cpu, busy

@@ -6,8 +6,10 @@
 #   1. decisions for the demo workloads of both hosts (redis on host-1, cache and report-job on
 #      host-2) within 30 s of start, read from the decisions stream with `entente watch --json`;
 #      and the predictor's forecasts reaching host-1's agent (both /metrics endpoints, scraped);
-#   2. when the antagonists start, the agent finds them and the limits of the redis container,
-#      as the Docker engine reports them (NanoCpus, CpuQuota/CpuPeriod, Memory), change;
+#   2. when the antagonists start, the agent finds them and their decisions land on their
+#      containers, as the Docker engine reports them (a cpu quota on the batch job, a cpu weight
+#      on the best-effort one), and redis keeps more than its guarantee of cpu beside them for
+#      the rest of that minute;
 #   3. with the arbiter leader's container stopped, a new leader decides later rounds and host-1
 #      keeps getting decisions;
 #   4. `down -v` leaves no container, volume or network of the project behind.
@@ -174,17 +176,25 @@ say "the predictor published $published forecasts; host-1's agent received $rece
 redis_container="$(compose ps -q redis)"
 [ -n "$redis_container" ] || fail "no redis container"
 limits() {
-  docker inspect --format 'NanoCpus={{.HostConfig.NanoCpus}} CpuQuota={{.HostConfig.CpuQuota}} CpuPeriod={{.HostConfig.CpuPeriod}} Memory={{.HostConfig.Memory}}' "$redis_container"
+  docker inspect --format 'NanoCpus={{.HostConfig.NanoCpus}} CpuQuota={{.HostConfig.CpuQuota}} CpuPeriod={{.HostConfig.CpuPeriod}} CpuShares={{.HostConfig.CpuShares}} Memory={{.HostConfig.Memory}}' "$1"
+}
+field_of() { echo "$2" | sed -E "s/.*$1=([0-9-]+).*/\1/"; }
+cpu_milli() {
+  local nano quota period
+  nano="$(field_of NanoCpus "$1")"; quota="$(field_of CpuQuota "$1")"; period="$(field_of CpuPeriod "$1")"
+  if [ "$nano" -gt 0 ]; then echo $((nano / 1000000))
+  elif [ "$quota" -gt 0 ] && [ "$period" -gt 0 ]; then echo $((quota * 1000 / period))
+  else echo 0; fi
 }
 # The agent holds redis at its guarantee, then at what each round decides: wait for a decided,
 # settled reading (unchanged for 3 s) before the antagonists arrive.
 settled=""
 deadline=$((SECONDS + 30))
 while [ $SECONDS -lt $deadline ]; do
-  a="$(limits)"; sleep 3; b="$(limits)"
-  if [ "$a" = "$b" ] && [ "$b" != "NanoCpus=0 CpuQuota=0 CpuPeriod=0 Memory=0" ]; then settled="$b"; break; fi
+  a="$(limits "$redis_container")"; sleep 3; b="$(limits "$redis_container")"
+  if [ "$a" = "$b" ] && [ "$(cpu_milli "$b")" -gt 0 ]; then settled="$b"; break; fi
 done
-[ -n "$settled" ] || fail "the redis container's limits never settled (last: $(limits))"
+[ -n "$settled" ] || fail "the redis container's limits never settled (last: $(limits "$redis_container"))"
 say "redis limits before the antagonists: $settled"
 
 say "2. starting the antagonists"
@@ -194,14 +204,29 @@ compose up -d antagonist-cpu antagonist-mem
 antagonists_at=$SECONDS
 wait_for_decisions 45 "$antagonists_at" "$round_before" host-1.antagonist-cpu host-1.antagonist-mem >/dev/null
 say "the agent found the antagonists; decisions after $((SECONDS - antagonists_at)) s"
-changed=""
-while [ $((SECONDS - antagonists_at)) -lt 60 ]; do
-  now="$(limits)"
-  if [ "$now" != "$settled" ]; then changed="$now"; break; fi
+# Their decisions land on their containers: the batch job is capped (a cpu quota), the
+# best-effort one shares (a cpu weight from its allocation; its quota is what nobody holds).
+cpu_container="$(compose ps -q antagonist-cpu)"; mem_container="$(compose ps -q antagonist-mem)"
+while true; do
+  cpu_limits="$(limits "$cpu_container")"; mem_limits="$(limits "$mem_container")"
+  if [ "$(field_of CpuShares "$cpu_limits")" -gt 0 ] && [ "$(cpu_milli "$mem_limits")" -gt 0 ]; then break; fi
+  [ $((SECONDS - antagonists_at)) -lt 60 ] ||
+    fail "the antagonists' decisions never reached their containers (cpu: $cpu_limits; mem: $mem_limits)"
   sleep 1
 done
-[ -n "$changed" ] || fail "the redis container's limits did not change within 60 s of the antagonists starting ($settled)"
-say "redis limits changed $((SECONDS - antagonists_at)) s after the antagonists started: $changed"
+say "enforced on the antagonists: antagonist-cpu $cpu_limits; antagonist-mem $mem_limits"
+# And not by pricing redis out: beside best-effort and batch neighbours, a priority-90 service
+# under continuous load keeps more than its guarantee (100m) for the rest of the first minute.
+# (It used to fall to it some 30 s in, its credits spent on prices it could not sustain.)
+lowest=""
+while [ $((SECONDS - antagonists_at)) -lt 60 ]; do
+  milli="$(cpu_milli "$(limits "$redis_container")")"
+  if [ -z "$lowest" ] || [ "$milli" -lt "$lowest" ]; then lowest="$milli"; fi
+  [ "$milli" -gt 100 ] ||
+    fail "redis fell to its guarantee ($(limits "$redis_container")) $((SECONDS - antagonists_at)) s after the antagonists started"
+  sleep 1
+done
+say "redis held at least ${lowest}m of cpu for the first minute beside the antagonists (now: $(limits "$redis_container"))"
 
 say "3. stopping the arbiter leader"
 s="$(summary || true)"

@@ -34,8 +34,8 @@ pub enum WorkloadSource {
 pub enum CpuMode {
     /// The allocation is a ceiling: the workload never uses more cpu than it was given.
     Cap,
-    /// The allocation is a weight: the workload may use idle cpu up to its limit, and yields
-    /// to its neighbours in proportion to their allocations when they want the cpu.
+    /// The allocation is a weight: the workload may also use the host cpu that no allocation
+    /// holds, up to its limit, and yields to its neighbours in proportion to their allocations.
     Share,
 }
 

@@ -2,7 +2,7 @@
 //! hosts.
 //!
 //! * cpu: `cpu.cfs_period_us` (100 ms) and `cpu.cfs_quota_us` cap the workload at its ceiling
-//!   (its allocation, or its limit when it shares); `cpu.shares` (1024 per core of allocation)
+//!   (its allocation, or more when it shares: see the `enforce` module); `cpu.shares` (1024 per core of allocation)
 //!   makes contention divide in proportion to allocations.
 //! * memory: `memory.limit_in_bytes`, which the kernel rounds down to whole pages. Lowering it
 //!   below current usage makes the kernel reclaim first; if it cannot, the write fails with EBUSY

@@ -1,7 +1,7 @@
 //! The cgroup v2 backend: the unified hierarchy of current distributions.
 //!
 //! * cpu: `cpu.max` (`quota period`, 100 ms period) caps the workload at its ceiling (its
-//!   allocation, or its limit when it shares); `cpu.weight` (the usual conversion from
+//!   allocation, or more when it shares: see the `enforce` module); `cpu.weight` (the usual conversion from
 //!   1024-per-core shares of the allocation to 1..10000) divides contention in proportion.
 //! * memory: `memory.high` is the allocation: above it the kernel throttles and reclaims rather
 //!   than kills. `memory.max`, the hard limit where the OOM killer acts, sits 1/8 above it so a

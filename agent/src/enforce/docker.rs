@@ -17,7 +17,7 @@
 
 use super::{
     cpu_quota_us, cpu_shares, set_unchecked, Backend, EnforceError, Setting, Target, CPU_PERIOD_US,
-    MIN_CPU_MILLICORES, UNLIMITED,
+    UNLIMITED,
 };
 use async_trait::async_trait;
 use bollard::models::{ContainerUpdateBody, HostConfig};
@@ -127,6 +127,8 @@ impl Backend for DockerBackend {
         "docker"
     }
 
+    // Readings follow the module's conventions with byte-exact memory, so the trait's default
+    // `expected_reading` is this backend's.
     fn enforces(&self) -> Vec<Resource> {
         vec![Resource::Cpu, Resource::Memory]
     }
@@ -184,23 +186,5 @@ impl Backend for DockerBackend {
         set_unchecked(&mut in_force, Resource::Cpu, cpu_of(&config));
         set_unchecked(&mut in_force, Resource::Memory, memory_of(&config));
         Ok(in_force)
-    }
-
-    fn expected_reading(&self, setting: &Setting) -> ResourceVector {
-        let alloc = &setting.alloc;
-        let mut expected = ResourceVector::ZERO;
-        let cpu = if setting.cpu_ceiling == UNLIMITED {
-            UNLIMITED
-        } else {
-            setting.cpu_ceiling.max(MIN_CPU_MILLICORES)
-        };
-        set_unchecked(&mut expected, Resource::Cpu, cpu);
-        let memory = if alloc.memory == 0 || alloc.memory == UNLIMITED {
-            UNLIMITED
-        } else {
-            alloc.memory
-        };
-        set_unchecked(&mut expected, Resource::Memory, memory);
-        expected
     }
 }

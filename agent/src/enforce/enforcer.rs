@@ -243,17 +243,6 @@ impl Enforcer {
         self.host_cpu.saturating_sub(held)
     }
 
-    /// What to impose on a workload whose allocation is `alloc`: sharers get the spare cpu too.
-    fn setting_for(&self, held: &Held, alloc: ResourceVector, now_unix_ms: u64) -> Setting {
-        match held.cpu {
-            CpuEnforcement::Cap => Setting::capped(alloc),
-            CpuEnforcement::Share { up_to } => {
-                let ceiling = alloc.cpu.saturating_add(self.spare_cpu(now_unix_ms)).min(up_to);
-                CpuEnforcement::Share { up_to: ceiling }.setting(alloc)
-            }
-        }
-    }
-
     /// Drops expired leases (the workload falls back to its guarantee) and makes what should be
     /// in force true on the backend for every workload, writing only where it is not.
     pub async fn tick(&mut self, now_unix_ms: u64) -> TickReport {
@@ -296,7 +285,7 @@ impl Enforcer {
             AppliedBecause::Guarantee
         };
         let target = held.target.clone();
-        let setting = self.setting_for(held, should, now_unix_ms);
+        let setting = held.cpu.setting(should, self.spare_cpu(now_unix_ms));
         let previously = held.in_force;
         let unenforced = self.unenforced(&should);
         if !unenforced.is_empty() {

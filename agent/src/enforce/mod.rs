@@ -28,9 +28,10 @@
 //! A cpu allocation always sets the workload's weight (`cpu.shares`, `cpu.weight`, Docker's
 //! `CpuShares`), so that under contention cpu divides in proportion to allocations. What it
 //! caps depends on the workload's [`CpuEnforcement`]: a **capped** workload's quota is its
-//! allocation, so it never uses more; a **sharing** workload's quota is its limit, so it may use
-//! cpu that nobody else is using and yields to its neighbours' weights when they want it. The
-//! backend is handed both in a [`Setting`]. Sharing is the default for best-effort work: in the
+//! allocation, so it never uses more; a **sharing** workload's quota is its allocation plus the
+//! host cpu that no allocation holds (at most its limit), so it may use cpu that nobody bought,
+//! but not headroom a neighbour bought, and yields to its neighbours' weights. The backend is
+//! handed both in a [`Setting`]. Sharing is the default for best-effort work: in the
 //! colocation experiment (docs/EVALUATION.md) capping best-effort groups with a CFS quota made the
 //! latency-critical service's tail *worse* than no control at all (a throttled group comes back
 //! with a burst the service's wake-ups cannot preempt), while weights alone kept best-effort
@@ -78,17 +79,21 @@ pub const MIN_CPU_MILLICORES: u64 = 10;
 pub enum CpuEnforcement {
     /// The allocation is the quota: the workload never uses more.
     Cap,
-    /// The allocation is only a weight; the quota is `up_to` (the workload's limit), so the
-    /// workload uses idle cpu up to it.
+    /// The allocation is a weight; the quota adds the host's unallocated cpu to it, at most
+    /// `up_to` (the workload's limit).
     Share { up_to: u64 },
 }
 
 impl CpuEnforcement {
-    /// What to impose for `alloc`.
-    pub fn setting(self, alloc: ResourceVector) -> Setting {
+    /// What to impose for `alloc` while `spare_cpu` millicores of the host are held by no
+    /// allocation (or guarantee).
+    pub fn setting(self, alloc: ResourceVector, spare_cpu: u64) -> Setting {
         match self {
             CpuEnforcement::Cap => Setting::capped(alloc),
-            CpuEnforcement::Share { up_to } => Setting { alloc, cpu_ceiling: up_to.max(alloc.cpu) },
+            CpuEnforcement::Share { up_to } => {
+                let ceiling = alloc.cpu.saturating_add(spare_cpu).min(up_to).max(alloc.cpu);
+                Setting { alloc, cpu_ceiling: ceiling }
+            }
         }
     }
 }

@@ -5,21 +5,22 @@ controller? (Issue #8; run through `scripts/colocation-experiment`, which builds
 
 One run of one policy on this machine:
 
-* redis-server (Debian) in cgroup `colo/lc`, loaded by the open-loop generator
+* redis-server (Debian) in cgroup `colo-lc`, loaded by the open-loop generator
   `agent/examples/redis_openloop.rs` at a fixed rate (latency measured from each request's
   scheduled send time, so queueing shows in the tail);
 * best-effort antagonists (stress-ng: cpu, cache, memory bandwidth, io), each kind in its own
-  cgroup `colo/be/<kind>`, started, stopped and changed in phase by the scripted TIMELINE;
+  cgroup (`colo-be/<kind>`, or `colo-be-<kind>` under entente: see `be_leaf`), started,
+  stopped and changed in phase by the scripted TIMELINE;
 * one policy controlling the cpu of those cgroups:
   - ``none``: no limits at all;
-  - ``static``: the best-effort parent `colo/be` capped at a fixed quota (half the machine: one
+  - ``static``: the best-effort parent `colo-be` capped at a fixed quota (half the machine: one
     core for the single-threaded service, one for the antagonists), never changed;
   - ``reactive``: a PARTIES/Heracles-style controller, every second: latency slack
     (SLO - p99) / SLO of the last second < 0 halves the best-effort quota, < 0.1 shrinks it by
     one step, > 0.3 grows it by one step (a step is 5 % of the machine);
   - ``entente``: nats-server, three arbiters, the predictor and the agent; the agent negotiates
-    for `colo/lc` (latency-critical, SLO p99 from the generator's metrics endpoint) and every
-    `colo/be/<kind>` (best-effort) and enforces the decisions on the cgroups.
+    for `colo-lc` (latency-critical, SLO p99 from the generator's metrics endpoint) and every
+    `colo-be-<kind>` (best-effort) and enforces the decisions on the cgroups.
 
 Per policy it reports the share of 1 s windows whose p99 breaks the SLO, p99 and p999 over the
 run, best-effort throughput (stress-ng bogo-ops/s per stressor, and an index relative to no
@@ -57,6 +58,23 @@ CLIENT_SHARES = 8192
 CONTROL = "colo-control"
 CONTROL_SHARES = 128
 BE_KINDS = ["cpu", "cache", "mem", "io"]
+
+
+def be_leaf(policy, kind):
+    """The cgroup of one kind of best-effort work. The baselines act on one knob, the parent
+    `colo-be`, so their antagonists live below it; entente manages each workload, and a
+    workload's cpu weight only counts against its siblings, so under entente the antagonists are
+    siblings of `colo-lc` (`colo-be-<kind>`), as containers are on a host. Below a shared parent
+    of fixed weight the agent's weights would divide only the parent's share among the
+    antagonists and never reach the contention with redis."""
+    return f"{BE}-{kind}" if policy == "entente" else f"{BE}/{kind}"
+
+
+def be_leaves(policy):
+    return [be_leaf(policy, k) for k in BE_KINDS]
+
+
+ALL_BE_LEAVES = [f"{BE}/{k}" for k in BE_KINDS] + [f"{BE}-{k}" for k in BE_KINDS]
 PERIOD_US = 100_000
 NCPU = os.cpu_count() or 1
 MACHINE_MILLI = NCPU * 1000
@@ -89,13 +107,13 @@ def cg_dirs(path):
 
 
 def make_cgroups():
-    for path in [CLIENT, CONTROL, LC, BE] + [f"{BE}/{k}" for k in BE_KINDS]:
+    for path in [CLIENT, CONTROL, LC, BE] + ALL_BE_LEAVES:
         for d in cg_dirs(path):
             d.mkdir(parents=True, exist_ok=True)
 
 
 def remove_cgroups():
-    for path in [f"{BE}/{k}" for k in BE_KINDS] + [LC, BE, CLIENT, CONTROL]:
+    for path in ALL_BE_LEAVES + [LC, BE, CLIENT, CONTROL]:
         for d in cg_dirs(path):
             try:
                 d.rmdir()
@@ -148,7 +166,7 @@ def host_busy_ns():
 
 
 def reset_limits():
-    for path in [LC, BE] + [f"{BE}/{k}" for k in BE_KINDS]:
+    for path in [LC, BE] + ALL_BE_LEAVES:
         try:
             set_quota(path, None)
             (CG / "cpu" / path / "cpu.shares").write_text("1024")
@@ -239,7 +257,7 @@ class Entente:
                 "",
                 "[[workload]]",
                 f'id = "be-{kind}"',
-                f'cgroup = "{BE}/{kind}"',
+                f'cgroup = "{be_leaf("entente", kind)}"',
                 'class = "best_effort"',
                 "priority = 20",
                 f"guaranteed = {{ cpu = {self.args.be_guarantee_milli}, memory = {256 << 20}, disk_bw = 0, net_bw = 0 }}",
@@ -335,7 +353,9 @@ def run_once(args, policy, rep, out_dir):
         pending = list(plan)
         running = {}
         reactive_quota = STATIC_BE_MILLI
-        last_cpu = {p: read_cpu_ns(p) for p in [LC, BE, CLIENT, CONTROL]}
+        # Best-effort cpu is summed over the antagonists' own cgroups, whichever the layout.
+        accounted = [LC, CLIENT, CONTROL] + be_leaves(policy)
+        last_cpu = {p: read_cpu_ns(p) for p in accounted}
         last_busy = host_busy_ns()
         last_quotas = None
         tick = 1
@@ -347,7 +367,7 @@ def run_once(args, policy, rep, out_dir):
                 if kind in running and running[kind][3].poll() is None:
                     stop(running[kind][3], signal.SIGINT, 5)
                 y = work / f"stress-{kind}-{int(s)}.yaml"
-                path = f"{BE}/{kind}"
+                path = be_leaf(policy, kind)
                 tmp = work / f"io-{kind}"
                 tmp.mkdir(exist_ok=True)
                 proc = subprocess.Popen(
@@ -377,13 +397,15 @@ def run_once(args, policy, rep, out_dir):
                 if new != reactive_quota:
                     reactive_quota = new
                     set_quota(BE, None if new >= MACHINE_MILLI else new)
-            quotas = {p: read_quota(p) for p in [LC, BE] + [f"{BE}/{k}" for k in BE_KINDS]}
-            shares = {p: read_shares(p) for p in quotas}
+            # Samples name the antagonists `be/<kind>` in either layout.
+            knobs = {LC: "lc", BE: "be", **{be_leaf(policy, k): f"be/{k}" for k in BE_KINDS}}
+            quotas = {p: read_quota(p) for p in knobs}
+            shares = {p: read_shares(p) for p in knobs}
             # A change of a cgroup's quota or weight (or both) in a second is one adjustment.
             if last_quotas is not None:
                 adjustments += sum(1 for p in quotas if (quotas[p], shares[p]) != last_quotas[p])
             last_quotas = {p: (quotas[p], shares[p]) for p in quotas}
-            cpu = {p: read_cpu_ns(p) for p in [LC, BE, CLIENT, CONTROL]}
+            cpu = {p: read_cpu_ns(p) for p in accounted}
             busy = host_busy_ns()
             ours = sum(cpu[p] - last_cpu[p] for p in cpu)
             samples.append({
@@ -395,9 +417,9 @@ def run_once(args, policy, rep, out_dir):
                 "t": round(time.time() - t0, 3),
                 "p99_ms": p99,
                 "lc_cpu_milli": (cpu[LC] - last_cpu[LC]) / 1e6,
-                "be_cpu_milli": (cpu[BE] - last_cpu[BE]) / 1e6,
-                "quota_milli": {p.replace("colo-", ""): q for p, q in quotas.items()},
-                "shares": {p.replace("colo-", ""): w for p, w in shares.items()},
+                "be_cpu_milli": sum(cpu[p] - last_cpu[p] for p in be_leaves(policy)) / 1e6,
+                "quota_milli": {knobs[p]: q for p, q in quotas.items()},
+                "shares": {knobs[p]: w for p, w in shares.items()},
                 "active": sorted(k for k, v in running.items() if v[3].poll() is None),
             })
             last_cpu, last_busy = cpu, busy
@@ -406,9 +428,8 @@ def run_once(args, policy, rep, out_dir):
     finally:
         for kind, s, e, proc, y in stressors:
             stop(proc, signal.SIGINT, 5)
-        kill_cgroup(f"{BE}/cpu")
-        for k in BE_KINDS:
-            kill_cgroup(f"{BE}/{k}")
+        for path in be_leaves(policy):
+            kill_cgroup(path)
         if entente:
             entente.stop()
         stop(redis)

@@ -256,7 +256,7 @@ async fn a_cpu_decision_throttles_a_busy_process_and_the_guarantee_returns_when_
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn a_sharing_workload_runs_past_its_allocation_unthrottled_with_its_allocation_as_weight() {
+async fn a_sharing_workload_runs_past_its_allocation_unthrottled_with_a_fraction_of_its_allocation_as_weight() {
     let layout = layout();
     let (kind, mounts) = cpu_capable_backend(&layout);
     let backend = backend_for(&layout, kind, &[]).await.unwrap();
@@ -270,19 +270,19 @@ async fn a_sharing_workload_runs_past_its_allocation_unthrottled_with_its_alloca
     let decided = ResourceVector::new(100, 0, 0, 0);
     let outcome = enforcer.on_allocation(&workload("batch"), decided, start + 60_000, start).await.unwrap();
     assert_eq!(outcome.applied, Some(AppliedBecause::Decided));
-    // The quota is the limit; the weight is the allocation's.
+    // The quota is the limit; the weight is a 64th of the allocation's.
     assert_eq!(backend.read(&cgroup.target()).await.unwrap().cpu, 2000);
     let cpu_dir = mounts[0].join(&cgroup.relative);
     let (weight_file, weight, top_weight) = if cpu_dir.join("cpu.shares").exists() {
-        ("cpu.shares", "102", "262144") // 100 millicores at 1024 shares per core
+        ("cpu.shares", "2", "262144") // 100 millicores are 102 shares, a 64th of it the minimum
     } else {
-        ("cpu.weight", "4", "10000") // the same shares mapped onto 1..10000
+        ("cpu.weight", "1", "10000") // the same shares mapped onto 1..10000
     };
     assert_eq!(fs::read_to_string(cpu_dir.join(weight_file)).unwrap().trim(), weight);
 
     // A new allocation changes the weight alone, and is still written.
     let outcome = enforcer
-        .on_allocation(&workload("batch"), ResourceVector::new(1000, 0, 0, 0), start + 60_000, start + 1)
+        .on_allocation(&workload("batch"), ResourceVector::new(2000, 0, 0, 0), start + 60_000, start + 1)
         .await
         .unwrap();
     assert_eq!(outcome.applied, Some(AppliedBecause::Decided));

@@ -2,8 +2,8 @@
 //! hosts.
 //!
 //! * cpu: `cpu.cfs_period_us` (100 ms) and `cpu.cfs_quota_us` cap the workload at its ceiling
-//!   (its allocation, or more when it shares: see the `enforce` module); `cpu.shares` (1024 per core of allocation)
-//!   makes contention divide in proportion to allocations.
+//!   (its allocation, or more when it shares: see the `enforce` module); `cpu.shares` is its
+//!   weight (1024 per core of allocation, a fraction of that when it shares).
 //! * memory: `memory.limit_in_bytes`, which the kernel rounds down to whole pages. Lowering it
 //!   below current usage makes the kernel reclaim first; if it cannot, the write fails with EBUSY
 //!   and we report [`EnforceError::MemoryBelowUsage`] instead of killing anything. 0 removes the
@@ -15,7 +15,7 @@
 
 use super::cgroup_files::{existing_dir, parse_limit, CgroupFiles};
 use super::{
-    cpu_quota_us, cpu_shares, page_size, set_unchecked, standard_expected_reading, Backend,
+    cpu_quota_us, page_size, set_unchecked, standard_expected_reading, Backend,
     BlockDevice, CgroupTarget, EnforceError, Setting, Target, CPU_PERIOD_US, UNLIMITED,
 };
 use async_trait::async_trait;
@@ -158,7 +158,6 @@ impl Backend for CgroupV1Backend {
     async fn apply(&self, target: &Target, setting: &Setting) -> Result<(), EnforceError> {
         let cgroup = self.cgroup_target(target)?;
         let expected = self.expected_reading(setting);
-        let alloc = &setting.alloc;
         for resource in self.enforces() {
             match resource {
                 Resource::Cpu => {
@@ -174,7 +173,7 @@ impl Backend for CgroupV1Backend {
                         self.files.write(&dir.join("cpu.cfs_quota_us"), &quota)?;
                     }
                     let shares_file = dir.join("cpu.shares");
-                    let shares = cpu_shares(alloc.cpu);
+                    let shares = setting.cpu_shares;
                     if self.files.read_limit(&shares_file)? != Some(shares) {
                         self.files.write(&shares_file, &shares.to_string())?;
                     }

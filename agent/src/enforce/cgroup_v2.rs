@@ -1,8 +1,8 @@
 //! The cgroup v2 backend: the unified hierarchy of current distributions.
 //!
 //! * cpu: `cpu.max` (`quota period`, 100 ms period) caps the workload at its ceiling (its
-//!   allocation, or more when it shares: see the `enforce` module); `cpu.weight` (the usual conversion from
-//!   1024-per-core shares of the allocation to 1..10000) divides contention in proportion.
+//!   allocation, or more when it shares: see the `enforce` module); `cpu.weight` is its weight,
+//!   the usual conversion of v1 shares (2..262144) to 1..10000.
 //! * memory: `memory.high` is the allocation: above it the kernel throttles and reclaims rather
 //!   than kills. `memory.max`, the hard limit where the OOM killer acts, sits 1/8 above it so a
 //!   short overshoot slows the workload down instead of killing it. 0 sets both to `max`.
@@ -16,7 +16,7 @@
 
 use super::cgroup_files::{existing_dir, parse_limit, CgroupFiles};
 use super::{
-    cpu_quota_us, cpu_shares, page_size, set_unchecked, standard_expected_reading, Backend,
+    cpu_quota_us, page_size, set_unchecked, standard_expected_reading, Backend,
     BlockDevice, CgroupTarget, CgroupV2Mount, EnforceError, Setting, Target, CPU_PERIOD_US,
     UNLIMITED,
 };
@@ -160,7 +160,6 @@ impl CgroupV2Backend {
     }
 
     fn apply_cpu(&self, dir: &Path, setting: &Setting, expected: u64) -> Result<(), EnforceError> {
-        let millicores = setting.alloc.cpu;
         if self.read_cpu(dir)? != expected {
             let quota =
                 cpu_quota_us(setting.cpu_ceiling).map_or("max".to_string(), |q| q.to_string());
@@ -168,7 +167,7 @@ impl CgroupV2Backend {
                 .write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
         }
         let weight_file = dir.join("cpu.weight");
-        let weight = cpu_weight(millicores);
+        let weight = cpu_weight(setting.cpu_shares);
         if self.files.read_limit(&weight_file)? != Some(weight) {
             self.files.write(&weight_file, &weight.to_string())?;
         }
@@ -223,9 +222,9 @@ fn memory_max_for(high: u64) -> u64 {
     high.saturating_add(high / 8) / page * page
 }
 
-/// `cpu.weight` (1..10000) for a CPU allocation, through the shares it would have on v1.
-fn cpu_weight(millicores: u64) -> u64 {
-    1 + (cpu_shares(millicores) - 2) * 9999 / 262_142
+/// `cpu.weight` (1..10000) for a weight in v1 shares (2..262144), the usual conversion.
+fn cpu_weight(shares: u64) -> u64 {
+    1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142
 }
 
 /// Parses `io.max` lines (`MAJ:MIN rbps=.. wbps=.. riops=.. wiops=..`) into (rbps, wbps).
@@ -304,8 +303,10 @@ mod tests {
     #[test]
     fn weight_spans_the_kernel_range() {
         assert_eq!(cpu_weight(0), 1);
-        assert_eq!(cpu_weight(1000), 1 + (1024 - 2) * 9999 / 262_142);
-        assert!(cpu_weight(UNLIMITED) >= 1 && cpu_weight(256_000) <= 10_000);
+        assert_eq!(cpu_weight(2), 1);
+        assert_eq!(cpu_weight(1024), 1 + (1024 - 2) * 9999 / 262_142);
+        assert_eq!(cpu_weight(262_144), 10_000);
+        assert_eq!(cpu_weight(UNLIMITED), 10_000);
     }
 
     #[test]

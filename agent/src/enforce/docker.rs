@@ -16,7 +16,7 @@
 //!   [`Backend::enforces`] says so.
 
 use super::{
-    cpu_quota_us, cpu_shares, set_unchecked, Backend, EnforceError, Setting, Target, CPU_PERIOD_US,
+    cpu_quota_us, set_unchecked, Backend, EnforceError, Setting, Target, CPU_PERIOD_US,
     UNLIMITED,
 };
 use async_trait::async_trait;
@@ -137,15 +137,14 @@ impl Backend for DockerBackend {
         let container = self.container(target)?;
         let config = self.host_config(container).await?;
         let expected = self.expected_reading(setting);
-        let alloc = &setting.alloc;
         let mut update = ContainerUpdateBody::default();
         let mut changed = false;
 
         if cpu_of(&config) != expected.cpu
-            || config.cpu_shares != Some(cpu_shares(alloc.cpu) as i64)
+            || config.cpu_shares != Some(setting.cpu_shares as i64)
         {
             changed = true;
-            update.cpu_shares = Some(cpu_shares(alloc.cpu) as i64);
+            update.cpu_shares = Some(setting.cpu_shares as i64);
             if config.nano_cpus.is_some_and(|n| n > 0) {
                 update.nano_cpus = Some(match expected.cpu {
                     UNLIMITED => Self::all_cpus_nano(),

@@ -360,7 +360,7 @@ mod tests {
         state: Mutex<BTreeMap<String, ResourceVector>>,
         applies: Mutex<u64>,
         fail: Mutex<bool>,
-        /// The cpu allocation last applied, which sets the weight (not part of a reading).
+        /// The cpu weight (shares) last applied, which is not part of a reading.
         weights: Mutex<BTreeMap<String, u64>>,
     }
 
@@ -389,7 +389,7 @@ mod tests {
                 return Err(EnforceError::NoSuchCgroup("/gone".into()));
             }
             *self.applies.lock().unwrap() += 1;
-            self.weights.lock().unwrap().insert(Self::key(target), setting.alloc.cpu);
+            self.weights.lock().unwrap().insert(Self::key(target), setting.cpu_shares);
             let v = self.expected_reading(setting);
             self.state.lock().unwrap().insert(Self::key(target), v);
             Ok(())
@@ -428,7 +428,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_sharing_workload_is_capped_at_its_limit_and_weighted_by_its_allocation() {
+    async fn a_sharing_workload_is_capped_at_its_limit_and_weighted_by_a_fraction_of_its_allocation() {
         let backend = Arc::new(MemoryBackend::default());
         let mut enforcer = Enforcer::new(backend.clone(), 4_000);
         let target = Target::cgroup("entente/batch").unwrap();
@@ -436,14 +436,15 @@ mod tests {
         enforcer.register(wl("batch"), target.clone(), guarantee, CpuEnforcement::Share { up_to: 2_000 });
         enforcer.tick(0).await;
         assert_eq!(backend.read(&target).await.unwrap().cpu, 2_000, "the quota is the limit");
-        assert_eq!(backend.weights.lock().unwrap()[&target.to_string()], 50, "the weight is the guarantee");
+        // The guarantee's weight (51 shares) divided by 64, at least the kernel's minimum.
+        assert_eq!(backend.weights.lock().unwrap()[&target.to_string()], 2, "the weight is the guarantee's");
 
         // A new allocation changes only the weight: the reading is the same, yet it is applied.
         let decided = ResourceVector::new(700, 1 << 30, 0, 0);
         let outcome = enforcer.on_allocation(&wl("batch"), decided, 10_000, 1).await.unwrap();
         assert_eq!(outcome.applied, Some(AppliedBecause::Decided));
         assert_eq!(backend.read(&target).await.unwrap().cpu, 2_000);
-        assert_eq!(backend.weights.lock().unwrap()[&target.to_string()], 700);
+        assert_eq!(backend.weights.lock().unwrap()[&target.to_string()], 716 / 64);
         // Renewed unchanged: nothing is written.
         let outcome = enforcer.on_allocation(&wl("batch"), decided, 20_000, 2).await.unwrap();
         assert_eq!(outcome.applied, None);
@@ -478,7 +479,9 @@ mod tests {
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         assert_eq!(backend.read(&lc).await.unwrap().cpu, 1_800);
         assert_eq!(backend.read(&be).await.unwrap().cpu, 200);
-        assert_eq!(backend.weights.lock().unwrap()[&be.to_string()], 100);
+        // The service's weight is in proportion to its allocation; the sharer's is a 64th of it.
+        assert_eq!(backend.weights.lock().unwrap()[&lc.to_string()], 1_843);
+        assert_eq!(backend.weights.lock().unwrap()[&be.to_string()], 2);
 
         // It gave the headroom back: the sharer may use all the spare cpu.
         allocate(&mut decision, 2, 500, 100);
@@ -489,7 +492,7 @@ mod tests {
         let report = enforcer.tick(10_000).await;
         assert_eq!(report.fell_back.len(), 2);
         assert_eq!(backend.read(&be).await.unwrap().cpu, 1_500);
-        assert_eq!(backend.weights.lock().unwrap()[&be.to_string()], 50);
+        assert_eq!(backend.weights.lock().unwrap()[&lc.to_string()], 512);
     }
 
     #[tokio::test]

@@ -26,12 +26,18 @@
 //! ## Cap or share: how cpu is held to an allocation
 //!
 //! A cpu allocation always sets the workload's weight (`cpu.shares`, `cpu.weight`, Docker's
-//! `CpuShares`), so that under contention cpu divides in proportion to allocations. What it
-//! caps depends on the workload's [`CpuEnforcement`]: a **capped** workload's quota is its
-//! allocation, so it never uses more; a **sharing** workload's quota is its allocation plus the
-//! host cpu that no allocation holds (at most its limit), so it may use cpu that nobody bought,
-//! but not headroom a neighbour bought, and yields to its neighbours' weights. The backend is
-//! handed both in a [`Setting`]. Sharing is the default for best-effort work: in the
+//! `CpuShares`). What it caps depends on the workload's [`CpuEnforcement`]: a **capped**
+//! workload's quota is its allocation, so it never uses more, and its weight is in proportion to
+//! it (1024 shares per core); a **sharing** workload's quota is its allocation plus the host cpu
+//! that no allocation holds (at most its limit), so it may use cpu that nobody bought, but not
+//! headroom a neighbour bought. A sharer's weight is its allocation's divided by
+//! [`SHARING_WEIGHT_DIVISOR`]: sharers divide contended cpu among themselves in proportion to
+//! their allocations, but a capped workload that wakes up within its allocation preempts them
+//! (CFS and EEVDF favour the heavier entity on a wake-up), which is what a latency-critical
+//! service needs from best-effort neighbours that run past their allocations. With equal
+//! weights per core a service holding 500 millicores next to best-effort work holding as much
+//! got no more wake-up priority than with no control at all. The backend is handed the quota
+//! and the weight in a [`Setting`]. Sharing is the default for best-effort work: in the
 //! colocation experiment (docs/EVALUATION.md) capping best-effort groups with a CFS quota made the
 //! latency-critical service's tail *worse* than no control at all (a throttled group comes back
 //! with a burst the service's wake-ups cannot preempt), while weights alone kept best-effort
@@ -84,33 +90,41 @@ pub enum CpuEnforcement {
     Share { up_to: u64 },
 }
 
+/// A sharing workload's cpu weight is its allocation's weight divided by this (see the module
+/// documentation): 1 000 millicores shared weigh 16 shares, as much as 16 millicores capped.
+pub const SHARING_WEIGHT_DIVISOR: u64 = 64;
+
 impl CpuEnforcement {
     /// What to impose for `alloc` while `spare_cpu` millicores of the host are held by no
     /// allocation (or guarantee).
     pub fn setting(self, alloc: ResourceVector, spare_cpu: u64) -> Setting {
         match self {
             CpuEnforcement::Cap => Setting::capped(alloc),
-            CpuEnforcement::Share { up_to } => {
-                let ceiling = alloc.cpu.saturating_add(spare_cpu).min(up_to).max(alloc.cpu);
-                Setting { alloc, cpu_ceiling: ceiling }
-            }
+            CpuEnforcement::Share { up_to } => Setting {
+                alloc,
+                cpu_ceiling: alloc.cpu.saturating_add(spare_cpu).min(up_to).max(alloc.cpu),
+                cpu_shares: (cpu_shares(alloc.cpu) / SHARING_WEIGHT_DIVISOR).max(MIN_CPU_SHARES),
+            },
         }
     }
 }
 
-/// What a backend imposes on one workload: the allocation (every resource's limit, and the cpu
-/// weight) and the cpu quota, which is the allocation unless the workload shares.
+/// What a backend imposes on one workload: the allocation (every resource's limit), the cpu
+/// quota, which is the allocation unless the workload shares, and the cpu weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Setting {
     pub alloc: ResourceVector,
     /// The most cpu the workload may use, in millicores ([`UNLIMITED`]: no quota).
     pub cpu_ceiling: u64,
+    /// The cpu weight in cgroup v1 shares (1024 per core, 2..=262144); cgroup v2 and Docker
+    /// convert it.
+    pub cpu_shares: u64,
 }
 
 impl Setting {
-    /// The allocation as a ceiling: the quota is the cpu allocation.
+    /// The allocation as a ceiling: the quota is the cpu allocation, the weight in proportion.
     pub fn capped(alloc: ResourceVector) -> Setting {
-        Setting { alloc, cpu_ceiling: alloc.cpu }
+        Setting { alloc, cpu_ceiling: alloc.cpu, cpu_shares: cpu_shares(alloc.cpu) }
     }
 }
 
@@ -326,8 +340,11 @@ pub(crate) fn cpu_shares(millicores: u64) -> u64 {
     if millicores == UNLIMITED {
         return 1024;
     }
-    (millicores.saturating_mul(1024) / 1000).clamp(2, 262_144)
+    (millicores.saturating_mul(1024) / 1000).clamp(MIN_CPU_SHARES, 262_144)
 }
+
+/// The smallest `cpu.shares` the kernel accepts.
+const MIN_CPU_SHARES: u64 = 2;
 
 /// The kernel page size, the granularity of memory limits.
 pub(crate) fn page_size() -> u64 {
@@ -430,5 +447,34 @@ pub async fn backend_for(
         }
         BackendKind::Docker => Ok(Arc::new(DockerBackend::connect().await?)),
         BackendKind::DryRun => Ok(Arc::new(DryRunBackend::new())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu(millicores: u64) -> ResourceVector {
+        ResourceVector::new(millicores, 0, 0, 0)
+    }
+
+    #[test]
+    fn a_capped_workload_is_held_to_its_allocation_at_full_weight() {
+        let setting = CpuEnforcement::Cap.setting(cpu(500), 1_000);
+        assert_eq!(setting.cpu_ceiling, 500, "spare cpu is not a capped workload's");
+        assert_eq!(setting.cpu_shares, 512);
+    }
+
+    #[test]
+    fn a_sharer_may_use_the_spare_cpu_up_to_its_limit_at_a_fraction_of_the_weight() {
+        let share = CpuEnforcement::Share { up_to: 2_000 };
+        assert_eq!(share.setting(cpu(300), 900).cpu_ceiling, 1_200);
+        assert_eq!(share.setting(cpu(300), 5_000).cpu_ceiling, 2_000, "never past its limit");
+        assert_eq!(share.setting(cpu(300), 0).cpu_ceiling, 300, "never below its allocation");
+        // Weights keep their order among sharers, far below a capped workload's.
+        assert_eq!(share.setting(cpu(2_000), 0).cpu_shares, 2_048 / SHARING_WEIGHT_DIVISOR);
+        assert!(share.setting(cpu(1_000), 0).cpu_shares > share.setting(cpu(500), 0).cpu_shares);
+        assert_eq!(share.setting(cpu(0), 0).cpu_shares, 2, "the kernel's minimum");
+        assert!(share.setting(cpu(2_000), 0).cpu_shares < CpuEnforcement::Cap.setting(cpu(100), 0).cpu_shares);
     }
 }

@@ -109,7 +109,7 @@ pub(crate) fn solve_compiled(
 }
 
 /// Whether problems with few rows go to the LP-based search.
-const USE_LP_SEARCH: bool = false;
+const USE_LP_SEARCH: bool = true;
 
 /// The Lagrangian branch-and-bound of this module (the one for set packing).
 pub(crate) fn lagrangian_search(

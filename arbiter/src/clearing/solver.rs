@@ -84,7 +84,7 @@ pub(crate) fn solve_compiled(
 ) -> (Solution, Option<Basis>) {
     let start = Instant::now();
     let deadline = options.time_limit.map(|t| start + t);
-    if c.rows() <= MAX_LP_ROWS && USE_LP_SEARCH {
+    if c.rows() <= MAX_LP_ROWS {
         let removed = removed_group.and_then(|g| c.group_compiled[g]);
         let warm: Vec<u32> = warm_start
             .iter()
@@ -107,9 +107,6 @@ pub(crate) fn solve_compiled(
     }
     (lagrangian_search(c, deadline, relative_gap, removed_group, warm_start), None)
 }
-
-/// Whether problems with few rows go to the LP-based search.
-const USE_LP_SEARCH: bool = true;
 
 /// The Lagrangian branch-and-bound of this module (the one for set packing).
 pub(crate) fn lagrangian_search(

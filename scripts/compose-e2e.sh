@@ -205,7 +205,7 @@ antagonists_at=$SECONDS
 wait_for_decisions 45 "$antagonists_at" "$round_before" host-1.antagonist-cpu host-1.antagonist-mem >/dev/null
 say "the agent found the antagonists; decisions after $((SECONDS - antagonists_at)) s"
 # Their decisions land on their containers: the batch job is capped (a cpu quota), the
-# best-effort one shares (a cpu weight from its allocation; its quota is what nobody holds).
+# best-effort one shares (a cpu weight from its allocation; its quota is its limit).
 cpu_container="$(compose ps -q antagonist-cpu)"; mem_container="$(compose ps -q antagonist-mem)"
 while true; do
   cpu_limits="$(limits "$cpu_container")"; mem_limits="$(limits "$mem_container")"

@@ -34,8 +34,8 @@ pub enum WorkloadSource {
 pub enum CpuMode {
     /// The allocation is a ceiling: the workload never uses more cpu than it was given.
     Cap,
-    /// The allocation is a weight: the workload may also use the host cpu that no allocation
-    /// holds, up to its limit, and yields to its neighbours in proportion to their allocations.
+    /// The allocation is a reduced weight: the workload may use any cpu its neighbours leave
+    /// idle, up to its limit, and yields to capped neighbours when they want theirs.
     Share,
 }
 

@@ -244,7 +244,7 @@ pub async fn run(settings: AgentSettings, shutdown: impl Future<Output = ()>) ->
     let mut rejections = bus.subscribe::<Rejection>(subjects.rejections(&settings.host)).await?;
     let mut decisions = decisions_feed(&bus, &settings.host).await;
 
-    let mut enforcer = Enforcer::new(backend, capacity.cpu);
+    let mut enforcer = Enforcer::new(backend);
     let mut active = Active::default();
     for (config, resolved) in workloads {
         let discovered = matches!(config.source, crate::config::WorkloadSource::Container(_))

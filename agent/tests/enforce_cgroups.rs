@@ -199,7 +199,7 @@ async fn a_cpu_decision_throttles_a_busy_process_and_the_guarantee_returns_when_
 
     let mut cgroup = TestCgroup::create(&mounts.iter().map(PathBuf::as_path).collect::<Vec<_>>());
     let pid = cgroup.spawn_busy_loop();
-    let mut enforcer = Enforcer::new(backend.clone(), 4_000);
+    let mut enforcer = Enforcer::new(backend.clone());
     let guarantee = ResourceVector::new(500, 0, 0, 0);
     enforcer.register(workload("busy"), cgroup.target(), guarantee, CpuEnforcement::Cap);
 
@@ -262,7 +262,7 @@ async fn a_sharing_workload_runs_past_its_allocation_unthrottled_with_a_fraction
     let backend = backend_for(&layout, kind, &[]).await.unwrap();
     let mut cgroup = TestCgroup::create(&mounts.iter().map(PathBuf::as_path).collect::<Vec<_>>());
     let pid = cgroup.spawn_busy_loop();
-    let mut enforcer = Enforcer::new(backend.clone(), 4_000);
+    let mut enforcer = Enforcer::new(backend.clone());
     let sharing = CpuEnforcement::Share { up_to: 2000 };
     enforcer.register(workload("batch"), cgroup.target(), ResourceVector::new(50, 0, 0, 0), sharing);
 
@@ -325,7 +325,7 @@ async fn v1_cpu_is_written_once_and_repaired_after_drift() {
             .collect::<Vec<_>>(),
     );
     let backend = Arc::new(CgroupV1Backend::new(layout.v1.clone(), vec![]));
-    let mut enforcer = Enforcer::new(backend.clone(), 4_000);
+    let mut enforcer = Enforcer::new(backend.clone());
     enforcer.register(
         workload("web"),
         cgroup.target(),

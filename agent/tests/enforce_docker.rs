@@ -137,7 +137,7 @@ async fn a_decision_lands_in_the_container_as_quota_and_memory_with_swap() {
     let backend: Arc<dyn Backend> = Arc::new(backend);
     assert_eq!(backend.enforces(), vec![Resource::Cpu, Resource::Memory]);
 
-    let mut enforcer = Enforcer::new(backend.clone(), 4_000);
+    let mut enforcer = Enforcer::new(backend.clone());
     let web = WorkloadId::new("web").unwrap();
     enforcer.register(
         web.clone(),

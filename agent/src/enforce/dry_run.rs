@@ -83,9 +83,9 @@ mod tests {
         assert_eq!(read, backend.expected_reading(&alloc.into()));
         assert_eq!((read.cpu, read.memory, read.disk_bw, read.net_bw), (10, UNLIMITED, 5_000, 7));
         assert_eq!(backend.history(), vec![(target.clone(), Setting::capped(alloc))]);
-        // A sharing workload reads back its ceiling as its cpu: its allocation and the spare cpu.
-        let shared = CpuEnforcement::Share { up_to: 2_000 }.setting(ResourceVector::new(300, 0, 0, 0), 900);
+        // A sharing workload reads back its ceiling, its limit, as its cpu.
+        let shared = CpuEnforcement::Share { up_to: 2_000 }.setting(ResourceVector::new(300, 0, 0, 0));
         backend.apply(&target, &shared).await.unwrap();
-        assert_eq!(backend.read(&target).await.unwrap().cpu, 1_200);
+        assert_eq!(backend.read(&target).await.unwrap().cpu, 2_000);
     }
 }

@@ -14,11 +14,7 @@
 //! sharing workload's new allocation may change only its cpu weight, which the reading does not
 //! show).
 //!
-//! A sharing workload ([`CpuEnforcement::Share`]) may use, beyond its allocation, the host's cpu
-//! that no allocation holds: its quota is its allocation plus that spare cpu, at most its limit.
-//! What the auction gave a neighbour stays the neighbour's even while it is idle, so a
-//! latency-critical workload that buys headroom really keeps sharers off it, and what nobody
-//! bought is not wasted. That gives idempotence (an unchanged allocation writes nothing), drift repair (someone
+//! That gives idempotence (an unchanged allocation writes nothing), drift repair (someone
 //! edited the cgroup's limits: re-applied) and retries (a failed apply is tried again next tick).
 //! Amounts of resources the backend does not enforce are reported, never silently dropped.
 
@@ -84,19 +80,15 @@ struct Held {
 /// Holds every workload of the host at its decided allocation or its guarantee.
 pub struct Enforcer {
     backend: Arc<dyn Backend>,
-    /// The host's cpu, in millicores: what allocations leave of it is what sharers may use.
-    host_cpu: u64,
     workloads: BTreeMap<WorkloadId, Held>,
     last_round: Option<RoundId>,
     applies: u64,
 }
 
 impl Enforcer {
-    /// An enforcer for a host with `host_cpu` millicores.
-    pub fn new(backend: Arc<dyn Backend>, host_cpu: u64) -> Enforcer {
+    pub fn new(backend: Arc<dyn Backend>) -> Enforcer {
         Enforcer {
             backend,
-            host_cpu,
             workloads: BTreeMap::new(),
             last_round: None,
             applies: 0,
@@ -177,7 +169,8 @@ impl Enforcer {
             return report;
         }
         self.last_round = Some(decision.round);
-        // Every lease first, then every workload: a sharer's quota depends on all allocations.
+        // Every lease first, then every workload (which also repairs drift on those the decision
+        // did not name).
         for allocation in &decision.allocations {
             if !self.workloads.contains_key(&allocation.workload) {
                 tracing::warn!(workload = %allocation.workload.as_str(), round = decision.round, "decision for a workload this agent does not hold");
@@ -233,16 +226,6 @@ impl Enforcer {
         }
     }
 
-    /// The host's cpu that no workload's allocation (or guarantee) holds at `now_unix_ms`.
-    fn spare_cpu(&self, now_unix_ms: u64) -> u64 {
-        let held: u64 = self
-            .workloads
-            .values()
-            .map(|h| desired(h, now_unix_ms).cpu)
-            .fold(0, u64::saturating_add);
-        self.host_cpu.saturating_sub(held)
-    }
-
     /// Drops expired leases (the workload falls back to its guarantee) and makes what should be
     /// in force true on the backend for every workload, writing only where it is not.
     pub async fn tick(&mut self, now_unix_ms: u64) -> TickReport {
@@ -285,7 +268,7 @@ impl Enforcer {
             AppliedBecause::Guarantee
         };
         let target = held.target.clone();
-        let setting = held.cpu.setting(should, self.spare_cpu(now_unix_ms));
+        let setting = held.cpu.setting(should);
         let previously = held.in_force;
         let unenforced = self.unenforced(&should);
         if !unenforced.is_empty() {
@@ -416,7 +399,7 @@ mod tests {
 
     fn setup() -> (Arc<MemoryBackend>, Enforcer, Target) {
         let backend = Arc::new(MemoryBackend::default());
-        let mut enforcer = Enforcer::new(backend.clone(), 4_000);
+        let mut enforcer = Enforcer::new(backend.clone());
         let target = Target::cgroup("entente/web").unwrap();
         enforcer.register(
             wl("web"),
@@ -430,7 +413,7 @@ mod tests {
     #[tokio::test]
     async fn a_sharing_workload_is_capped_at_its_limit_and_weighted_by_a_fraction_of_its_allocation() {
         let backend = Arc::new(MemoryBackend::default());
-        let mut enforcer = Enforcer::new(backend.clone(), 4_000);
+        let mut enforcer = Enforcer::new(backend.clone());
         let target = Target::cgroup("entente/batch").unwrap();
         let guarantee = ResourceVector::new(50, 1 << 30, 0, 0);
         enforcer.register(wl("batch"), target.clone(), guarantee, CpuEnforcement::Share { up_to: 2_000 });
@@ -452,9 +435,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_sharer_may_use_what_no_allocation_holds_but_not_what_a_neighbour_bought() {
+    async fn a_sharer_keeps_its_limit_whatever_a_neighbour_bought_and_yields_by_weight() {
         let backend = Arc::new(MemoryBackend::default());
-        let mut enforcer = Enforcer::new(backend.clone(), 2_000);
+        let mut enforcer = Enforcer::new(backend.clone());
         let (lc, be) = (Target::cgroup("entente/lc").unwrap(), Target::cgroup("entente/be").unwrap());
         enforcer.register(wl("lc"), lc.clone(), ResourceVector::new(500, 0, 0, 0), CpuEnforcement::Cap);
         enforcer.register(wl("be"), be.clone(), ResourceVector::new(50, 0, 0, 0), CpuEnforcement::Share { up_to: 2_000 });
@@ -472,27 +455,24 @@ mod tests {
                 })
                 .collect();
         };
+        let weight = |target: &Target| backend.weights.lock().unwrap()[&target.to_string()];
 
-        // The service bought headroom: the sharer gets its 100 and the 100 nobody holds.
-        allocate(&mut decision, 1, 1_800, 100);
+        // The service bought headroom: it is capped there at full weight; the sharer keeps its
+        // limit (no quota to come back from in a burst) at a 64th of its allocation's weight.
+        allocate(&mut decision, 1, 1_800, 200);
         let report = enforcer.on_decision(&decision, 0).await;
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         assert_eq!(backend.read(&lc).await.unwrap().cpu, 1_800);
-        assert_eq!(backend.read(&be).await.unwrap().cpu, 200);
-        // The service's weight is in proportion to its allocation; the sharer's is a 64th of it.
-        assert_eq!(backend.weights.lock().unwrap()[&lc.to_string()], 1_843);
-        assert_eq!(backend.weights.lock().unwrap()[&be.to_string()], 2);
+        assert_eq!(backend.read(&be).await.unwrap().cpu, 2_000);
+        assert_eq!(weight(&lc), 1_843);
+        assert_eq!(weight(&be), 204 / 64);
 
-        // It gave the headroom back: the sharer may use all the spare cpu.
-        allocate(&mut decision, 2, 500, 100);
-        enforcer.on_decision(&decision, 1).await;
-        assert_eq!(backend.read(&be).await.unwrap().cpu, 1_500);
-
-        // The leases run out: both at their guarantees, the sharer up to what they leave.
+        // The leases run out: both at their guarantees; the sharer still up to its limit.
         let report = enforcer.tick(10_000).await;
         assert_eq!(report.fell_back.len(), 2);
-        assert_eq!(backend.read(&be).await.unwrap().cpu, 1_500);
-        assert_eq!(backend.weights.lock().unwrap()[&lc.to_string()], 512);
+        assert_eq!(backend.read(&lc).await.unwrap().cpu, 500);
+        assert_eq!(backend.read(&be).await.unwrap().cpu, 2_000);
+        assert_eq!((weight(&lc), weight(&be)), (512, 2));
     }
 
     #[tokio::test]

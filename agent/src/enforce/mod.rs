@@ -26,22 +26,26 @@
 //! ## Cap or share: how cpu is held to an allocation
 //!
 //! A cpu allocation always sets the workload's weight (`cpu.shares`, `cpu.weight`, Docker's
-//! `CpuShares`). What it caps depends on the workload's [`CpuEnforcement`]: a **capped**
-//! workload's quota is its allocation, so it never uses more, and its weight is in proportion to
-//! it (1024 shares per core); a **sharing** workload's quota is its allocation plus the host cpu
-//! that no allocation holds (at most its limit), so it may use cpu that nobody bought, but not
-//! headroom a neighbour bought. A sharer's weight is its allocation's divided by
-//! [`SHARING_WEIGHT_DIVISOR`]: sharers divide contended cpu among themselves in proportion to
-//! their allocations, but a capped workload that wakes up within its allocation preempts them
-//! (CFS and EEVDF favour the heavier entity on a wake-up), which is what a latency-critical
-//! service needs from best-effort neighbours that run past their allocations. With equal
-//! weights per core a service holding 500 millicores next to best-effort work holding as much
-//! got no more wake-up priority than with no control at all. The backend is handed the quota
-//! and the weight in a [`Setting`]. Sharing is the default for best-effort work: in the
-//! colocation experiment (docs/EVALUATION.md) capping best-effort groups with a CFS quota made the
-//! latency-critical service's tail *worse* than no control at all (a throttled group comes back
-//! with a burst the service's wake-ups cannot preempt), while weights alone kept best-effort
-//! throughput and improved the tail.
+//! `CpuShares`). What else it does depends on the workload's [`CpuEnforcement`]:
+//!
+//! * a **capped** workload's quota is its allocation, so it never uses more, and its weight is in
+//!   proportion to it (1024 shares per core);
+//! * a **sharing** workload has no quota below its limit: it may use any cpu its neighbours
+//!   leave idle, and its allocation is only a weight, the allocation's divided by
+//!   [`SHARING_WEIGHT_DIVISOR`]. Sharers divide contended cpu among themselves in proportion to
+//!   their allocations, and a capped workload that wakes up preempts them (CFS and EEVDF favour
+//!   the heavier entity on a wake-up), so cpu a neighbour bought is the neighbour's the moment
+//!   it wants it, without a quota.
+//!
+//! The backend is handed the quota and the weight in a [`Setting`]. Sharing is the default for
+//! best-effort work, because the colocation experiment (docs/EVALUATION.md) showed, on two
+//! different machines, that a CFS quota on best-effort work makes a latency-critical
+//! neighbour's tail *worse*: a throttled group comes back at the start of the next period with
+//! a burst of all its threads, and requests that arrive then wait. Quotas of "allocation plus
+//! the cpu no allocation holds" throttled the antagonists in more than half of their periods
+//! and broke the SLO more often than no control at all; weights alone did not. With equal
+//! weights per core, on the other hand, a service holding 500 millicores next to best-effort
+//! work holding as much got no more wake-up priority than with no control.
 //!
 //! `disk_bw` is the read + write bandwidth of the workload. Block-layer throttles are set per
 //! device and per direction; each configured device gets the whole amount in each direction, an
@@ -85,8 +89,7 @@ pub const MIN_CPU_MILLICORES: u64 = 10;
 pub enum CpuEnforcement {
     /// The allocation is the quota: the workload never uses more.
     Cap,
-    /// The allocation is a weight; the quota adds the host's unallocated cpu to it, at most
-    /// `up_to` (the workload's limit).
+    /// The allocation is a (reduced) weight; the quota is `up_to`, the workload's limit.
     Share { up_to: u64 },
 }
 
@@ -95,14 +98,13 @@ pub enum CpuEnforcement {
 pub const SHARING_WEIGHT_DIVISOR: u64 = 64;
 
 impl CpuEnforcement {
-    /// What to impose for `alloc` while `spare_cpu` millicores of the host are held by no
-    /// allocation (or guarantee).
-    pub fn setting(self, alloc: ResourceVector, spare_cpu: u64) -> Setting {
+    /// What to impose for `alloc`.
+    pub fn setting(self, alloc: ResourceVector) -> Setting {
         match self {
             CpuEnforcement::Cap => Setting::capped(alloc),
             CpuEnforcement::Share { up_to } => Setting {
                 alloc,
-                cpu_ceiling: alloc.cpu.saturating_add(spare_cpu).min(up_to).max(alloc.cpu),
+                cpu_ceiling: up_to.max(alloc.cpu),
                 cpu_shares: (cpu_shares(alloc.cpu) / SHARING_WEIGHT_DIVISOR).max(MIN_CPU_SHARES),
             },
         }
@@ -460,21 +462,20 @@ mod tests {
 
     #[test]
     fn a_capped_workload_is_held_to_its_allocation_at_full_weight() {
-        let setting = CpuEnforcement::Cap.setting(cpu(500), 1_000);
-        assert_eq!(setting.cpu_ceiling, 500, "spare cpu is not a capped workload's");
+        let setting = CpuEnforcement::Cap.setting(cpu(500));
+        assert_eq!(setting.cpu_ceiling, 500);
         assert_eq!(setting.cpu_shares, 512);
     }
 
     #[test]
-    fn a_sharer_may_use_the_spare_cpu_up_to_its_limit_at_a_fraction_of_the_weight() {
+    fn a_sharer_runs_up_to_its_limit_at_a_fraction_of_the_weight() {
         let share = CpuEnforcement::Share { up_to: 2_000 };
-        assert_eq!(share.setting(cpu(300), 900).cpu_ceiling, 1_200);
-        assert_eq!(share.setting(cpu(300), 5_000).cpu_ceiling, 2_000, "never past its limit");
-        assert_eq!(share.setting(cpu(300), 0).cpu_ceiling, 300, "never below its allocation");
+        assert_eq!(share.setting(cpu(300)).cpu_ceiling, 2_000);
+        assert_eq!(share.setting(cpu(2_500)).cpu_ceiling, 2_500, "never below its allocation");
         // Weights keep their order among sharers, far below a capped workload's.
-        assert_eq!(share.setting(cpu(2_000), 0).cpu_shares, 2_048 / SHARING_WEIGHT_DIVISOR);
-        assert!(share.setting(cpu(1_000), 0).cpu_shares > share.setting(cpu(500), 0).cpu_shares);
-        assert_eq!(share.setting(cpu(0), 0).cpu_shares, 2, "the kernel's minimum");
-        assert!(share.setting(cpu(2_000), 0).cpu_shares < CpuEnforcement::Cap.setting(cpu(100), 0).cpu_shares);
+        assert_eq!(share.setting(cpu(2_000)).cpu_shares, 2_048 / SHARING_WEIGHT_DIVISOR);
+        assert!(share.setting(cpu(1_000)).cpu_shares > share.setting(cpu(500)).cpu_shares);
+        assert_eq!(share.setting(cpu(0)).cpu_shares, 2, "the kernel's minimum");
+        assert!(share.setting(cpu(2_000)).cpu_shares < CpuEnforcement::Cap.setting(cpu(100)).cpu_shares);
     }
 }

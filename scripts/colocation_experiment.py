@@ -58,23 +58,6 @@ CLIENT_SHARES = 8192
 CONTROL = "colo-control"
 CONTROL_SHARES = 128
 BE_KINDS = ["cpu", "cache", "mem", "io"]
-
-
-def be_leaf(policy, kind):
-    """The cgroup of one kind of best-effort work. The baselines act on one knob, the parent
-    `colo-be`, so their antagonists live below it; entente manages each workload, and a
-    workload's cpu weight only counts against its siblings, so under entente the antagonists are
-    siblings of `colo-lc` (`colo-be-<kind>`), as containers are on a host. Below a shared parent
-    of fixed weight the agent's weights would divide only the parent's share among the
-    antagonists and never reach the contention with redis."""
-    return f"{BE}-{kind}" if policy == "entente" else f"{BE}/{kind}"
-
-
-def be_leaves(policy):
-    return [be_leaf(policy, k) for k in BE_KINDS]
-
-
-ALL_BE_LEAVES = [f"{BE}/{k}" for k in BE_KINDS] + [f"{BE}-{k}" for k in BE_KINDS]
 PERIOD_US = 100_000
 NCPU = os.cpu_count() or 1
 MACHINE_MILLI = NCPU * 1000
@@ -101,6 +84,24 @@ REACTIVE_MIN = MACHINE_MILLI // 20
 
 
 # ---------------------------------------------------------------- cgroups
+
+def be_leaf(policy, kind):
+    """The cgroup of one kind of best-effort work. The baselines act on one knob, the parent
+    `colo-be`, so their antagonists live below it; entente manages each workload, and a
+    workload's cpu weight only counts against its siblings, so under entente the antagonists are
+    siblings of `colo-lc` (`colo-be-<kind>`), as containers are on a host. Below a shared parent
+    of fixed weight the agent's weights would divide only the parent's share among the
+    antagonists and never reach the contention with redis."""
+    return f"{BE}-{kind}" if policy == "entente" else f"{BE}/{kind}"
+
+
+def be_leaves(policy):
+    return [be_leaf(policy, k) for k in BE_KINDS]
+
+
+# Every antagonist cgroup of either layout, for set-up and clean-up.
+ALL_BE_LEAVES = sorted({be_leaf(p, k) for p in POLICIES for k in BE_KINDS})
+
 
 def cg_dirs(path):
     return [CG / c / path for c in V1_CONTROLLERS] + [UNIFIED / path]
@@ -360,6 +361,9 @@ def run_once(args, policy, rep, out_dir):
         reactive_quota = STATIC_BE_MILLI
         # Best-effort cpu is summed over the antagonists' own cgroups, whichever the layout.
         accounted = [LC, CLIENT, CONTROL] + be_leaves(policy)
+        # The cpu knobs sampled each second; samples name the antagonists `be/<kind>` in either
+        # layout.
+        knobs = {LC: "lc", BE: "be", **{be_leaf(policy, k): f"be/{k}" for k in BE_KINDS}}
         last_cpu = {p: read_cpu_ns(p) for p in accounted}
         last_busy = host_busy_ns()
         last_quotas = None
@@ -402,8 +406,6 @@ def run_once(args, policy, rep, out_dir):
                 if new != reactive_quota:
                     reactive_quota = new
                     set_quota(BE, None if new >= MACHINE_MILLI else new)
-            # Samples name the antagonists `be/<kind>` in either layout.
-            knobs = {LC: "lc", BE: "be", **{be_leaf(policy, k): f"be/{k}" for k in BE_KINDS}}
             quotas = {p: read_quota(p) for p in knobs}
             shares = {p: read_shares(p) for p in knobs}
             # A change of a cgroup's quota or weight (or both) in a second is one adjustment.

@@ -35,6 +35,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 WINDOW = 8
 SLOTS = 32
@@ -233,21 +234,6 @@ class Attention(nn.Module):
         y = torch.matmul(att, v).transpose(1, 2).reshape(b, l, d)
         return self.out(y)
 
-    def forward_masks(self, x, key_bias):
-        """The same for one sequence x [1, L, d] under M key masks key_bias [M, L] -> [M, L, d].
-        Queries, keys, values and scores do not depend on the mask, so they are computed once
-        and only the softmax and what follows run per mask: serving's counterfactual rows."""
-        _, l, d = x.shape
-        m = key_bias.shape[0]
-        q, k, v = self.qkv(x).split(d, dim=-1)
-        q = q.reshape(1, l, self.h, self.dh).transpose(1, 2)
-        k = k.reshape(1, l, self.h, self.dh).transpose(1, 2)
-        v = v.reshape(1, l, self.h, self.dh).transpose(1, 2)
-        scores = torch.matmul(q, k.transpose(2, 3)) * (1.0 / math.sqrt(self.dh))  # [1, h, L, L]
-        att = torch.softmax(scores + key_bias[:, None, None, :], dim=-1)  # [M, h, L, L]
-        y = torch.matmul(att, v.expand(m, -1, -1, -1)).transpose(1, 2).reshape(m, l, d)
-        return self.out(y)
-
 
 class Block(nn.Module):
     """A pre-norm transformer encoder layer."""
@@ -268,10 +254,6 @@ class Block(nn.Module):
         if self.ff is None:
             return x
         return x + self.drop(self.ff(self.n2(x)))
-
-    def forward_masks(self, x, key_bias):
-        """x [1, L, d] under M key masks -> [M, L, d], equal to forward(x.expand(M, ...), key_bias)."""
-        return self.feed_forward(x + self.att.forward_masks(self.n1(x), key_bias))
 
 
 class Predictor(nn.Module):
@@ -319,14 +301,6 @@ class Predictor(nn.Module):
         mask = present.unsqueeze(-1)
         others = (h * mask).sum(dim=1, keepdim=True) - h * mask
         return torch.cat([h, c, self.others_proj(others)], dim=-1)
-
-    def across_masks(self, h, masks):
-        """h [1, N, d] under M present masks [M, N] -> [M, N, 3d], equal to
-        across(h.expand(M, ...), masks) with the mask-independent work done once."""
-        m = masks.shape[0]
-        c = self.norm(self.cross.forward_masks(h, (1.0 - masks) * -1e4))
-        others = torch.matmul(masks, h[0]).unsqueeze(1) - h * masks.unsqueeze(-1)  # [M, N, d]
-        return torch.cat([h.expand(m, -1, -1), c, self.others_proj(others)], dim=-1)
 
     def slowdown(self, c):
         # In log space: a co-located workload can also run *faster* than alone (on an otherwise
@@ -395,26 +369,148 @@ class Ensemble(nn.Module):
         return (torch.stack([o[0] for o in outs]).mean(0), torch.stack([o[1] for o in outs]).mean(0))
 
 
+def normalize(x, eps):
+    """Layer norm over the last axis without its scale and shift (folded into what follows)."""
+    centred = x - x.mean(-1, keepdim=True)
+    return centred / torch.sqrt((centred * centred).mean(-1, keepdim=True) + eps)
+
+
+class ServingMember(nn.Module):
+    """One trained `Predictor` in serving form: for one host it computes what `Predictor.forward`
+    computes on the host (row 0) and on the host with each slot j removed (row 1 + j), arranged
+    for what a CPU runtime pays for. In tract, a softmax or a broadcast multiply over the 33 rows
+    costs as much as the matrix products around it, so:
+
+    * the time encoder and the cross layer's queries, keys, values and scores do not depend on
+      which slot is removed: they run once;
+    * the cross layer's scores are exponentiated once (absent keys at exactly 0); removing key j
+      zeroes its row of the values, and one batched matmul of the exponentials with the values
+      and a column of ones gives every row's numerator and denominator: a softmax without a
+      softmax per removal, and no cancellation (nothing is subtracted);
+    * the layer norms' scale and shift are folded into the linear layers that read them, and the
+      co-runner-sum projection into the heads;
+    * slot i's co-runner sum with slot j removed is S - h_i - h_j (S: the sum over present slots),
+      so the heads get it as a per-slot term minus a per-row term.
+
+    Entry [1 + j, j] (slot j's own forecast with itself removed) is meaningless and differs from
+    the training form; the service never reads it. `main` checks every other entry against
+    `Predictor.forward` with the slot's present flag cleared before exporting."""
+
+    def __init__(self, model, slots):
+        super().__init__()
+        self.model = model
+        d = model.norm.normalized_shape[0]
+        self.d = d
+        att = model.cross.att
+        tb = model.temporal
+        with torch.no_grad():
+            # The input normalisation, the bias and the time position folded into one product:
+            # [x, one-hot time step] @ [W / std, (time_pos + b - W mean / std)^T]^T.
+            proj_w = model.proj.weight / model.std[None, :]
+            proj_b = model.proj.bias - proj_w @ model.mean
+            self.register_buffer("proj_w", torch.cat([proj_w, (model.time_pos + proj_b).t()], dim=1))
+            window = model.time_pos.shape[0]
+            self.register_buffer("time_onehot", torch.eye(window)[None].expand(slots, -1, -1).contiguous())
+            # The temporal layer's norms folded into its query-key-value and feed-forward inputs.
+            self.register_buffer("t_qkv_w", tb.att.qkv.weight * tb.n1.weight[None, :])
+            self.register_buffer("t_qkv_b", tb.att.qkv.bias + tb.att.qkv.weight @ tb.n1.bias)
+            if tb.ff is not None:
+                self.register_buffer("t_ff0_w", tb.ff[0].weight * tb.n2.weight[None, :])
+                self.register_buffer("t_ff0_b", tb.ff[0].bias + tb.ff[0].weight @ tb.n2.bias)
+            # Row 0 removes nothing, row 1 + j removes slot j: the mask on the values (and their
+            # column of ones), spelled out in full so that the runtime multiplies same-shaped
+            # tensors instead of broadcasting.
+            keep = torch.cat([torch.ones(1, slots), 1.0 - torch.eye(slots)])
+            self.register_buffer("keep", keep[:, None, :, None].expand(-1, att.h, -1, att.dh + 1).contiguous())
+            # The attention's output projection with the residual: [y, h] @ [W_out, I]^T + b.
+            self.register_buffer("out_w", torch.cat([att.out.weight, torch.eye(d)], dim=1))
+            self.register_buffer("out_b", att.out.bias.clone())
+            ff = model.cross.ff
+            if ff is not None:
+                n2 = model.cross.n2
+                self.register_buffer("ff0_w", ff[0].weight * n2.weight[None, :])
+                self.register_buffer("ff0_b", ff[0].bias + ff[0].weight @ n2.bias)
+            # The heads read [c, h, S - h_i, h_j]: the layer norm's scale and shift folded into the
+            # c columns, the co-runner-sum projection into the last two (with opposite signs).
+            for name, linear in (("sd", model.slowdown_head[0]), ("usage", model.usage_head)):
+                w, b = linear.weight, linear.bias
+                w_own, w_cross, w_others = w[:, :d], w[:, d:2 * d], w[:, 2 * d:]
+                others = w_others @ model.others_proj.weight
+                self.register_buffer(f"{name}_w", torch.cat([w_cross * model.norm.weight[None, :], w_own, others, -others], dim=1))
+                self.register_buffer(f"{name}_b", b + w_cross @ model.norm.bias + w_others @ model.others_proj.bias)
+
+    def encode(self, x):
+        """`Predictor.encode` for one host: x [1, N, T, F] -> [N, d]."""
+        tb = self.model.temporal
+        _, n, t, _ = x.shape
+        h = torch.matmul(torch.cat([x[0], self.time_onehot], dim=-1), self.proj_w.t())  # [N, T, d]
+        d = h.shape[-1]
+        heads, dh = tb.att.h, tb.att.dh
+        q, k, v = (torch.matmul(normalize(h, tb.n1.eps), self.t_qkv_w.t()) + self.t_qkv_b).split(d, dim=-1)
+        q = q.reshape(n, t, heads, dh).transpose(1, 2)  # [N, H, T, dh]
+        k = k.reshape(n, t, heads, dh).transpose(1, 2)
+        v = v.reshape(n, t, heads, dh).transpose(1, 2)
+        att = torch.softmax(torch.matmul(q, k.transpose(2, 3)) * (1.0 / math.sqrt(dh)), dim=-1)
+        y = torch.matmul(att, v).transpose(1, 2).reshape(n, t, d)
+        h = h + tb.att.out(y)
+        if tb.ff is not None:
+            hidden = F.gelu(torch.matmul(normalize(h, tb.n2.eps), self.t_ff0_w.t()) + self.t_ff0_b, approximate="tanh")
+            h = h + tb.ff[2](hidden)
+        return self.model.pool(torch.cat([h[:, -1], h.mean(dim=1)], dim=-1))
+
+    def attention_rows(self, h, present):
+        """The cross layer's attention for every row, with its residual: h [N, d] -> [1 + N, N, d]."""
+        att = self.model.cross.att
+        n, d = h.shape
+        m = self.keep.shape[0]
+        heads, dh = att.h, att.dh
+        q, k, v = att.qkv(self.model.cross.n1(h)).split(d, dim=-1)
+        q = q.reshape(n, heads, dh).transpose(0, 1)  # [H, N, dh]
+        k = k.reshape(n, heads, dh).transpose(0, 1)
+        v = v.reshape(n, heads, dh).transpose(0, 1)
+        scores = torch.matmul(q, k.transpose(1, 2)) * (1.0 / math.sqrt(dh)) + (1.0 - present) * -1e4
+        e = torch.exp(scores - scores.amax(-1, keepdim=True))  # [H, N, N], absent keys exactly 0
+        v1 = torch.cat([v, torch.ones(heads, n, 1)], dim=-1)  # [H, N, dh + 1]
+        nd = torch.matmul(e, v1.expand(m, -1, -1, -1) * self.keep)  # [M, H, N, dh + 1]
+        # A query whose every key is removed or absent has 0 / 0: clamp (its row is meaningless).
+        y = nd[..., :dh] / nd[..., dh:].clamp(min=1e-30)
+        y = y.transpose(1, 2).reshape(m, n, d)
+        return torch.matmul(torch.cat([y, h.expand(m, -1, -1)], dim=-1), self.out_w.t()) + self.out_b
+
+    def forward(self, x, present):
+        """x [1, N, T, F] -> usage [N, 6], slowdown [1 + N, N]."""
+        mdl = self.model
+        h = self.encode(x)  # [N, d]
+        c = self.attention_rows(h, present)  # [M, N, d]
+        m, n, d = c.shape
+        if mdl.cross.ff is not None:
+            hidden = F.gelu(torch.matmul(normalize(c, mdl.cross.n2.eps), self.ff0_w.t()) + self.ff0_b, approximate="tanh")
+            c = c + mdl.cross.ff[2](hidden)
+        c = normalize(c, mdl.norm.eps)
+        ph = h * present[:, None]
+        per_slot = ph.sum(0, keepdim=True) - ph  # S - h_i, [N, d]
+        per_row = torch.cat([torch.zeros(1, d), ph])  # h_j of the removed slot, [M, d]
+        inputs = torch.cat([c, h.expand(m, -1, -1), per_slot.expand(m, -1, -1), per_row[:, None, :].expand(-1, n, -1)], dim=-1)
+        sd_pre = torch.matmul(inputs, self.sd_w.t()) + self.sd_b
+        sd = torch.exp(mdl.slowdown_head[2](F.gelu(sd_pre, approximate="tanh")).squeeze(-1).clamp(-3.0, 5.0))
+        usage_pre = torch.matmul(inputs[0], self.usage_w.t()) + self.usage_b
+        usage = x[0, :, -1, :USAGE] + usage_pre * mdl.std[:USAGE]
+        return usage, sd
+
+
 class ServingGraph(nn.Module):
-    """The exported form, per the interface: one host, and the counterfactual rows batched."""
+    """The exported form, per the interface: one host's forecast and its counterfactual rows in
+    one run, the members of an ensemble averaged."""
 
     def __init__(self, ensemble, slots):
         super().__init__()
-        self.members = ensemble.members
-        self.register_buffer("keep", 1.0 - torch.eye(slots))
+        self.members = nn.ModuleList([ServingMember(m, slots) for m in ensemble.members])
 
     def forward(self, features, present):
         x = features.unsqueeze(0)
-        n = present.shape[0]
-        masks = torch.cat([present.unsqueeze(0), present.unsqueeze(0) * self.keep], dim=0)  # [N+1, N]
-        usages, sds = [], []
-        for model in self.members:
-            h = model.encode(x)  # [1, N, d]
-            c = model.across_masks(h, masks)
-            sds.append(model.slowdown(c))
-            usages.append(model.usage(c[:1], x)[0])
-        usage = torch.stack(usages).mean(0)
-        sd = torch.stack(sds).mean(0)
+        outs = [member(x, present) for member in self.members]
+        usage = torch.stack([o[0] for o in outs]).mean(0)
+        sd = torch.stack([o[1] for o in outs]).mean(0)
         return usage, sd[0], sd[1:]
 
 

@@ -4,6 +4,7 @@
 # forecasts per second one core sustains. Release build, pinned to one core.
 #
 #   scripts/bench-predictor.sh [ITERATIONS] [WORKLOADS] [MODEL_DIR]
+#   PROFILE=1 scripts/bench-predictor.sh     # then also where a model run spends its time, per operator
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -14,3 +15,7 @@ core="${BENCH_CORE:-0}"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); pinned to core $core" >&2
 taskset -c "$core" "$CARGO_TARGET_DIR/release/examples/inference_latency" \
   --model-dir "$MODEL_DIR" --iterations "$ITERATIONS" --workloads "$WORKLOADS"
+if [ "${PROFILE:-0}" = 1 ]; then
+  cargo build --release -q -p entente-predictor --example model_profile
+  taskset -c "$core" "$CARGO_TARGET_DIR/release/examples/model_profile" --model-dir "$MODEL_DIR" --iterations "$ITERATIONS"
+fi

@@ -20,7 +20,11 @@ One run of one policy on this machine:
     one step, > 0.3 grows it by one step (a step is 5 % of the machine);
   - ``entente``: nats-server, three arbiters, the predictor and the agent; the agent negotiates
     for `colo-lc` (latency-critical, SLO p99 from the generator's metrics endpoint) and every
-    `colo-be-<kind>` (best-effort) and enforces the decisions on the cgroups.
+    `colo-be-<kind>` (best-effort) and enforces the decisions on the cgroups;
+  - ``entente-observe`` (an ablation, only when named in ``--policies``): the same control plane
+    deciding every round, but the agent's dry-run backend enforcing nothing and the antagonists
+    where no control has them, so that against ``none`` it shows what the control plane itself
+    costs the service on these two cores.
 
 Per policy it reports the share of 1 s windows whose p99 breaks the SLO, p99 and p999 over the
 run, best-effort throughput (stress-ng bogo-ops/s per stressor, and an index relative to no
@@ -62,6 +66,11 @@ PERIOD_US = 100_000
 NCPU = os.cpu_count() or 1
 MACHINE_MILLI = NCPU * 1000
 POLICIES = ["none", "static", "reactive", "entente"]
+# An ablation, run only when named in --policies: entente's whole control plane (NATS, arbiters,
+# predictor, agent) deciding every round, but the agent enforcing nothing (its dry-run backend)
+# and the antagonists where no control has them. Against `none` it measures what running the
+# control plane on the service's own two cores costs, apart from what enforcement does.
+ABLATIONS = ["entente-observe"]
 
 # The scripted timeline, in seconds of a 150 s run (scaled to --seconds): which stress-ng runs in
 # which best-effort cgroup, and when. Kinds overlap and change phase (cpu at full then half load).
@@ -95,12 +104,16 @@ def be_leaf(policy, kind):
     return f"{BE}-{kind}" if policy == "entente" else f"{BE}/{kind}"
 
 
+def is_entente(policy):
+    return policy in ("entente", "entente-observe")
+
+
 def be_leaves(policy):
     return [be_leaf(policy, k) for k in BE_KINDS]
 
 
 # Every antagonist cgroup of either layout, for set-up and clean-up.
-ALL_BE_LEAVES = sorted({be_leaf(p, k) for p in POLICIES for k in BE_KINDS})
+ALL_BE_LEAVES = sorted({be_leaf(p, k) for p in POLICIES + ABLATIONS for k in BE_KINDS})
 
 
 def cg_dirs(path):
@@ -219,8 +232,8 @@ def stop(proc, sig=signal.SIGTERM, wait=10):
 class Entente:
     """nats-server, three arbiters, the predictor and the agent, for one run."""
 
-    def __init__(self, args, work, metrics_url, slo_ms):
-        self.args, self.work, self.procs = args, work, []
+    def __init__(self, args, work, metrics_url, slo_ms, policy="entente"):
+        self.args, self.work, self.procs, self.policy = args, work, [], policy
         self.nats_port = free_port()
         self.agent_metrics = free_port()
         self.metrics_url, self.slo_ms = metrics_url, slo_ms
@@ -240,7 +253,7 @@ class Entente:
         lines = [
             'host = "colo-host"',
             "interval_ms = 1000",
-            'backend = "cgroup-v1"',
+            f'backend = "{"dry-run" if self.policy == "entente-observe" else "cgroup-v1"}"',
             f"capacity = {{ cpu = {MACHINE_MILLI}, memory = {20 * gib}, disk_bw = 0, net_bw = 0 }}",
             "",
             "[[workload]]",
@@ -258,7 +271,7 @@ class Entente:
                 "",
                 "[[workload]]",
                 f'id = "be-{kind}"',
-                f'cgroup = "{be_leaf("entente", kind)}"',
+                f'cgroup = "{be_leaf(self.policy, kind)}"',
                 'class = "best_effort"',
                 "priority = 20",
                 # Memory is not what this experiment is about: the guarantee is the whole limit.
@@ -346,8 +359,8 @@ def run_once(args, policy, rep, out_dir):
             set_quota(BE, STATIC_BE_MILLI)
         elif policy == "reactive":
             set_quota(BE, STATIC_BE_MILLI)
-        elif policy == "entente":
-            entente = Entente(args, work, metrics_url, args.slo_ms)
+        elif is_entente(policy):
+            entente = Entente(args, work, metrics_url, args.slo_ms, policy)
             entente.start()
         loadgen = subprocess.Popen(
             [f"{args.bin_dir}/examples/redis_openloop", "--addr", f"127.0.0.1:{redis_port}", "--rate", str(args.rate),
@@ -639,7 +652,7 @@ def main():
     args = ap.parse_args()
     args.policies = [p for p in args.policies.split(",") if p]
     for p in args.policies:
-        if p not in POLICIES:
+        if p not in POLICIES + ABLATIONS:
             ap.error(f"unknown policy {p}")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.report_only:

@@ -8,14 +8,18 @@
 use super::{Backend, EnforceError, Setting, Target, UNLIMITED};
 use async_trait::async_trait;
 use entente_protocol::{Resource, ResourceVector};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+
+/// How many applies [`DryRunBackend::history`] keeps: a dry-run agent may run for weeks, and
+/// its log already has every one.
+pub const DRY_RUN_HISTORY: usize = 1024;
 
 /// Records allocations instead of enforcing them.
 #[derive(Debug, Default)]
 pub struct DryRunBackend {
     applied: Mutex<HashMap<Target, ResourceVector>>,
-    history: Mutex<Vec<(Target, Setting)>>,
+    history: Mutex<VecDeque<(Target, Setting)>>,
 }
 
 impl DryRunBackend {
@@ -23,9 +27,9 @@ impl DryRunBackend {
         DryRunBackend::default()
     }
 
-    /// Every apply so far, oldest first.
+    /// The last [`DRY_RUN_HISTORY`] applies, oldest first.
     pub fn history(&self) -> Vec<(Target, Setting)> {
-        self.history.lock().expect("dry-run history lock").clone()
+        self.history.lock().expect("dry-run history lock").iter().cloned().collect()
     }
 }
 
@@ -46,10 +50,11 @@ impl Backend for DryRunBackend {
             .lock()
             .expect("dry-run lock")
             .insert(target.clone(), in_force);
-        self.history
-            .lock()
-            .expect("dry-run history lock")
-            .push((target.clone(), *setting));
+        let mut history = self.history.lock().expect("dry-run history lock");
+        if history.len() == DRY_RUN_HISTORY {
+            history.pop_front();
+        }
+        history.push_back((target.clone(), *setting));
         Ok(())
     }
 
@@ -87,5 +92,18 @@ mod tests {
         let shared = CpuEnforcement::Share { up_to: 2_000 }.setting(ResourceVector::new(300, 0, 0, 0));
         backend.apply(&target, &shared).await.unwrap();
         assert_eq!(backend.read(&target).await.unwrap().cpu, 2_000);
+    }
+
+    #[tokio::test]
+    async fn keeps_only_the_latest_applies() {
+        let backend = DryRunBackend::new();
+        let target = Target::Container("web".into());
+        for cpu in 0..(DRY_RUN_HISTORY as u64 + 10) {
+            backend.apply(&target, &ResourceVector::new(cpu, 0, 0, 0).into()).await.unwrap();
+        }
+        let history = backend.history();
+        assert_eq!(history.len(), DRY_RUN_HISTORY);
+        assert_eq!(history[0].1.alloc.cpu, 10, "the oldest applies were dropped");
+        assert_eq!(history.last().unwrap().1.alloc.cpu, DRY_RUN_HISTORY as u64 + 9);
     }
 }

@@ -16,6 +16,6 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 taskset -c "$core" "$CARGO_TARGET_DIR/release/examples/inference_latency" \
   --model-dir "$MODEL_DIR" --iterations "$ITERATIONS" --workloads "$WORKLOADS"
 if [ "${PROFILE:-0}" = 1 ]; then
-  cargo build --release -q -p entente-predictor --example model_profile
-  taskset -c "$core" "$CARGO_TARGET_DIR/release/examples/model_profile" --model-dir "$MODEL_DIR" --iterations "$ITERATIONS"
+  taskset -c "$core" "$CARGO_TARGET_DIR/release/examples/inference_latency" \
+    --model-dir "$MODEL_DIR" --iterations "$ITERATIONS" --profile
 fi

@@ -3,14 +3,22 @@
 //! sustains. `scripts/bench-predictor.sh` runs it pinned to one core in a release build.
 //!
 //! Usage: `inference_latency [--model-dir DIR] [--workloads N] [--iterations K]`; prints JSON.
+//!
+//! With `--profile [--top N]` it says instead where one inference spends its time: it runs the
+//! optimised graph on a full batch and times every node of tract's plan, then prints the
+//! operators, most expensive first, and the `N` costliest nodes with their output shapes.
 
 use entente_predictor::features::{features, FeatureVector};
 use entente_predictor::forecaster::predict_with_model;
-use entente_predictor::model::Model;
+use entente_predictor::model::{model_files, Model, Sidecar};
 use entente_predictor::window::WorkloadWindow;
 use entente_protocol::{samples, Usage, WorkloadId};
-use std::path::PathBuf;
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::SimpleState;
+use tract_onnx::tract_core::plan::eval;
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter()
@@ -63,6 +71,9 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let dir: PathBuf = arg(&args, "--model-dir", PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/model")));
     let iterations: usize = arg(&args, "--iterations", 5000);
+    if args.iter().any(|a| a == "--profile") {
+        return profile(&dir, iterations, arg(&args, "--top", 25)).unwrap_or_else(|e| panic!("{e:#}"));
+    }
     let started = Instant::now();
     let model = Model::load(&dir).unwrap_or_else(|e| panic!("{e}"));
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -111,4 +122,67 @@ fn main() {
         "workload_forecasts_per_s": (iterations * workloads) as f64 / total_s,
     });
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
+}
+
+/// Times every node of the optimised plan over `iterations` runs of a full host batch.
+fn profile(dir: &Path, iterations: usize, top: usize) -> TractResult<()> {
+    let (onnx_path, sidecar_path) = model_files(dir);
+    let sidecar = Sidecar::load(&sidecar_path).map_err(|e| TractError::msg(e.to_string()))?;
+    let (n, t, f) = (sidecar.slots, sidecar.window, sidecar.features);
+    // Optimised as `Model::load` does, but kept as a plan whose nodes can be timed one by one.
+    let plan = tract_onnx::onnx().model_for_path(onnx_path)?.into_optimized()?.into_runnable()?;
+
+    // A full host: every slot present, features in a plausible range.
+    let batch: Vec<f32> = (0..n * t * f).map(|k| ((k * 7919) % 1000) as f32 / 1000.0).collect();
+    let inputs = || -> TractResult<TVec<TValue>> {
+        Ok(tvec![
+            Tensor::from_shape(&[n, t, f], &batch)?.into(),
+            Tensor::from_shape(&[n], &vec![1.0f32; n])?.into(),
+        ])
+    };
+
+    let mut per_node: BTreeMap<usize, Duration> = BTreeMap::new();
+    let mut state = SimpleState::new(&plan)?;
+    let started = Instant::now();
+    for _ in 0..iterations {
+        state.run_plan_with_eval(inputs()?, |ctx, op_state, node, node_inputs| {
+            let t0 = Instant::now();
+            let out = eval(ctx, op_state, node, node_inputs);
+            *per_node.entry(node.id).or_default() += t0.elapsed();
+            out
+        })?;
+    }
+    let wall = started.elapsed();
+
+    let model = plan.model();
+    let mut by_op: BTreeMap<String, (Duration, usize)> = BTreeMap::new();
+    for (&id, &d) in &per_node {
+        let e = by_op.entry(model.node(id).op().name().to_string()).or_default();
+        e.0 += d;
+        e.1 += 1;
+    }
+    let per_run = |d: Duration| d.as_secs_f64() * 1e6 / iterations as f64;
+    let total: Duration = per_node.values().sum();
+    println!(
+        "{} nodes; {:.1} µs per run in nodes, {:.1} µs per run in all ({} runs)",
+        per_node.len(),
+        per_run(total),
+        per_run(wall),
+        iterations
+    );
+    let mut ops: Vec<_> = by_op.into_iter().collect();
+    ops.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+    println!("\n{:<28} {:>6} {:>10}", "operator", "nodes", "µs/run");
+    for (op, (d, count)) in &ops {
+        println!("{op:<28} {count:>6} {:>10.1}", per_run(*d));
+    }
+    let mut nodes: Vec<_> = per_node.into_iter().collect();
+    nodes.sort_by(|a, b| b.1.cmp(&a.1));
+    println!("\n{:>10}  node", "µs/run");
+    for (id, d) in nodes.into_iter().take(top) {
+        let node = model.node(id);
+        let shape = model.outlet_fact(OutletId::new(id, 0)).map(|f| format!("{:?}", f.shape)).unwrap_or_default();
+        println!("{:>10.1}  #{id} {} [{}] -> {shape}", per_run(d), node.name, node.op().name());
+    }
+    Ok(())
 }

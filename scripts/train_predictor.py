@@ -375,6 +375,12 @@ def normalize(x, eps):
     return centred / torch.sqrt((centred * centred).mean(-1, keepdim=True) + eps)
 
 
+def fold_norm(linear, norm):
+    """(weight, bias) of `linear` applied after `norm`'s scale and shift, so that
+    `linear(norm(x)) == normalize(x) @ weight.T + bias`."""
+    return linear.weight * norm.weight[None, :], linear.bias + linear.weight @ norm.bias
+
+
 class ServingMember(nn.Module):
     """One trained `Predictor` in serving form: for one host it computes what `Predictor.forward`
     computes on the host (row 0) and on the host with each slot j removed (row 1 + j), arranged
@@ -390,7 +396,7 @@ class ServingMember(nn.Module):
     * the layer norms' scale and shift are folded into the linear layers that read them, and the
       co-runner-sum projection into the heads;
     * slot i's co-runner sum with slot j removed is S - h_i - h_j (S: the sum over present slots),
-      so the heads get it as a per-slot term minus a per-row term.
+      so the heads read S - h_i and h_j as columns of one product, with opposite weights.
 
     Entry [1 + j, j] (slot j's own forecast with itself removed) is meaningless and differs from
     the training form; the service never reads it. `main` checks every other entry against
@@ -400,7 +406,6 @@ class ServingMember(nn.Module):
         super().__init__()
         self.model = model
         d = model.norm.normalized_shape[0]
-        self.d = d
         att = model.cross.att
         tb = model.temporal
         with torch.no_grad():
@@ -412,32 +417,41 @@ class ServingMember(nn.Module):
             window = model.time_pos.shape[0]
             self.register_buffer("time_onehot", torch.eye(window)[None].expand(slots, -1, -1).contiguous())
             # The temporal layer's norms folded into its query-key-value and feed-forward inputs.
-            self.register_buffer("t_qkv_w", tb.att.qkv.weight * tb.n1.weight[None, :])
-            self.register_buffer("t_qkv_b", tb.att.qkv.bias + tb.att.qkv.weight @ tb.n1.bias)
+            self.register_linear("t_qkv", *fold_norm(tb.att.qkv, tb.n1))
             if tb.ff is not None:
-                self.register_buffer("t_ff0_w", tb.ff[0].weight * tb.n2.weight[None, :])
-                self.register_buffer("t_ff0_b", tb.ff[0].bias + tb.ff[0].weight @ tb.n2.bias)
+                self.register_linear("t_ff0", *fold_norm(tb.ff[0], tb.n2))
             # Row 0 removes nothing, row 1 + j removes slot j: the mask on the values (and their
             # column of ones), spelled out in full so that the runtime multiplies same-shaped
             # tensors instead of broadcasting.
             keep = torch.cat([torch.ones(1, slots), 1.0 - torch.eye(slots)])
             self.register_buffer("keep", keep[:, None, :, None].expand(-1, att.h, -1, att.dh + 1).contiguous())
             # The attention's output projection with the residual: [y, h] @ [W_out, I]^T + b.
-            self.register_buffer("out_w", torch.cat([att.out.weight, torch.eye(d)], dim=1))
-            self.register_buffer("out_b", att.out.bias.clone())
-            ff = model.cross.ff
-            if ff is not None:
-                n2 = model.cross.n2
-                self.register_buffer("ff0_w", ff[0].weight * n2.weight[None, :])
-                self.register_buffer("ff0_b", ff[0].bias + ff[0].weight @ n2.bias)
+            self.register_linear("out", torch.cat([att.out.weight, torch.eye(d)], dim=1), att.out.bias.clone())
+            if model.cross.ff is not None:
+                self.register_linear("ff0", *fold_norm(model.cross.ff[0], model.cross.n2))
             # The heads read [c, h, S - h_i, h_j]: the layer norm's scale and shift folded into the
             # c columns, the co-runner-sum projection into the last two (with opposite signs).
             for name, linear in (("sd", model.slowdown_head[0]), ("usage", model.usage_head)):
                 w, b = linear.weight, linear.bias
                 w_own, w_cross, w_others = w[:, :d], w[:, d:2 * d], w[:, 2 * d:]
                 others = w_others @ model.others_proj.weight
-                self.register_buffer(f"{name}_w", torch.cat([w_cross * model.norm.weight[None, :], w_own, others, -others], dim=1))
-                self.register_buffer(f"{name}_b", b + w_cross @ model.norm.bias + w_others @ model.others_proj.bias)
+                self.register_linear(name, torch.cat([w_cross * model.norm.weight[None, :], w_own, others, -others], dim=1),
+                                     b + w_cross @ model.norm.bias + w_others @ model.others_proj.bias)
+
+    def register_linear(self, name, weight, bias):
+        """Keeps a folded linear layer as the constants `<name>_w` and `<name>_b`."""
+        self.register_buffer(f"{name}_w", weight)
+        self.register_buffer(f"{name}_b", bias)
+
+    def linear(self, x, name):
+        return torch.matmul(x, getattr(self, f"{name}_w").t()) + getattr(self, f"{name}_b")
+
+    def feed_forward(self, x, block, name):
+        """`block`'s feed-forward with its residual, its norm folded into the layer `name`."""
+        if block.ff is None:
+            return x
+        hidden = F.gelu(self.linear(normalize(x, block.n2.eps), name), approximate="tanh")
+        return x + block.ff[2](hidden)
 
     def encode(self, x):
         """`Predictor.encode` for one host: x [1, N, T, F] -> [N, d]."""
@@ -446,16 +460,13 @@ class ServingMember(nn.Module):
         h = torch.matmul(torch.cat([x[0], self.time_onehot], dim=-1), self.proj_w.t())  # [N, T, d]
         d = h.shape[-1]
         heads, dh = tb.att.h, tb.att.dh
-        q, k, v = (torch.matmul(normalize(h, tb.n1.eps), self.t_qkv_w.t()) + self.t_qkv_b).split(d, dim=-1)
+        q, k, v = self.linear(normalize(h, tb.n1.eps), "t_qkv").split(d, dim=-1)
         q = q.reshape(n, t, heads, dh).transpose(1, 2)  # [N, H, T, dh]
         k = k.reshape(n, t, heads, dh).transpose(1, 2)
         v = v.reshape(n, t, heads, dh).transpose(1, 2)
         att = torch.softmax(torch.matmul(q, k.transpose(2, 3)) * (1.0 / math.sqrt(dh)), dim=-1)
         y = torch.matmul(att, v).transpose(1, 2).reshape(n, t, d)
-        h = h + tb.att.out(y)
-        if tb.ff is not None:
-            hidden = F.gelu(torch.matmul(normalize(h, tb.n2.eps), self.t_ff0_w.t()) + self.t_ff0_b, approximate="tanh")
-            h = h + tb.ff[2](hidden)
+        h = self.feed_forward(h + tb.att.out(y), tb, "t_ff0")
         return self.model.pool(torch.cat([h[:, -1], h.mean(dim=1)], dim=-1))
 
     def attention_rows(self, h, present):
@@ -475,26 +486,21 @@ class ServingMember(nn.Module):
         # A query whose every key is removed or absent has 0 / 0: clamp (its row is meaningless).
         y = nd[..., :dh] / nd[..., dh:].clamp(min=1e-30)
         y = y.transpose(1, 2).reshape(m, n, d)
-        return torch.matmul(torch.cat([y, h.expand(m, -1, -1)], dim=-1), self.out_w.t()) + self.out_b
+        return self.linear(torch.cat([y, h.expand(m, -1, -1)], dim=-1), "out")
 
     def forward(self, x, present):
         """x [1, N, T, F] -> usage [N, 6], slowdown [1 + N, N]."""
         mdl = self.model
         h = self.encode(x)  # [N, d]
-        c = self.attention_rows(h, present)  # [M, N, d]
+        c = self.feed_forward(self.attention_rows(h, present), mdl.cross, "ff0")  # [M, N, d]
         m, n, d = c.shape
-        if mdl.cross.ff is not None:
-            hidden = F.gelu(torch.matmul(normalize(c, mdl.cross.n2.eps), self.ff0_w.t()) + self.ff0_b, approximate="tanh")
-            c = c + mdl.cross.ff[2](hidden)
         c = normalize(c, mdl.norm.eps)
         ph = h * present[:, None]
         per_slot = ph.sum(0, keepdim=True) - ph  # S - h_i, [N, d]
         per_row = torch.cat([torch.zeros(1, d), ph])  # h_j of the removed slot, [M, d]
         inputs = torch.cat([c, h.expand(m, -1, -1), per_slot.expand(m, -1, -1), per_row[:, None, :].expand(-1, n, -1)], dim=-1)
-        sd_pre = torch.matmul(inputs, self.sd_w.t()) + self.sd_b
-        sd = torch.exp(mdl.slowdown_head[2](F.gelu(sd_pre, approximate="tanh")).squeeze(-1).clamp(-3.0, 5.0))
-        usage_pre = torch.matmul(inputs[0], self.usage_w.t()) + self.usage_b
-        usage = x[0, :, -1, :USAGE] + usage_pre * mdl.std[:USAGE]
+        sd = torch.exp(mdl.slowdown_head[2](F.gelu(self.linear(inputs, "sd"), approximate="tanh")).squeeze(-1).clamp(-3.0, 5.0))
+        usage = x[0, :, -1, :USAGE] + self.linear(inputs[0], "usage") * mdl.std[:USAGE]
         return usage, sd
 
 

@@ -27,7 +27,7 @@
 use std::time::Instant;
 
 use super::compiled::Compiled;
-use super::lp::{Basis, Lp, LpStatus};
+use super::lp::{Basis, Lp, LpStatus, MAX_LP_ROWS};
 
 /// Search limits.
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +77,9 @@ pub(crate) fn solve(
         best_of_group: vec![0.0; c.groups()],
         root_basis: None,
         warm_root: root_basis.is_some(),
+        order: Vec::new(),
+        preference: Vec::new(),
+        open: Vec::new(),
         lp,
     };
     if let Some(g) = removed_group {
@@ -117,6 +120,11 @@ struct Search<'a> {
     root_basis: Option<Basis>,
     /// The root starts from a given (dual feasible) basis rather than the slack basis.
     warm_root: bool,
+    // Scratch space of `explore`, kept between nodes so that the node loop does not allocate.
+    order: Vec<(f64, u32)>,
+    preference: Vec<u32>,
+    /// Scratch of `tighten`: whether each group is still open.
+    open: Vec<bool>,
 }
 
 impl<'a> Search<'a> {
@@ -168,7 +176,8 @@ impl<'a> Search<'a> {
             let mut residual = std::mem::take(&mut self.residual);
             residual.copy_from_slice(&c.capacity);
             let mut feasible = true;
-            let mut open: Vec<bool> = Vec::with_capacity(c.groups());
+            let mut open = std::mem::take(&mut self.open);
+            open.clear();
             for g in 0..c.groups() {
                 let slack = allowed[self.lp.group_slack(g) as usize];
                 let mut only = None;
@@ -199,6 +208,7 @@ impl<'a> Search<'a> {
             }
             if !feasible {
                 self.residual = residual;
+                self.open = open;
                 return false;
             }
             let mut changed = false;
@@ -211,6 +221,7 @@ impl<'a> Search<'a> {
                 }
             }
             self.residual = residual;
+            self.open = open;
             if !changed {
                 return true;
             }
@@ -365,24 +376,26 @@ impl<'a> Search<'a> {
         }
     }
 
-    /// `L(λ)` at the LP's row duals over the allowed variables; fills `reduced` and
-    /// `best_of_group`. `None` when some group has nothing allowed.
+    /// `L(λ)` at the LP's row duals over the allowed variables; fills `reduced` (of the allowed
+    /// items) and `best_of_group`. `None` when some group has nothing allowed.
     fn lagrangian_bound(&mut self, allowed: &[bool]) -> Option<f64> {
         let c = self.c;
         let mut bound = 0.0;
-        let lambda: Vec<f64> = self.lp.lambda.iter().map(|&l| l.max(0.0)).collect();
-        for &l in &lambda {
-            bound += l; // every row's right-hand side is 1 (a fraction of capacity)
+        let mut lambda = [0.0f64; MAX_LP_ROWS];
+        for (l, &dual) in lambda.iter_mut().zip(&self.lp.lambda) {
+            *l = dual.max(0.0);
+            bound += *l; // every row's right-hand side is 1 (a fraction of capacity)
         }
         for g in 0..c.groups() {
             let mut best = if allowed[self.lp.group_slack(g) as usize] { 0.0 } else { f64::NEG_INFINITY };
-            for i in self.items_of(g) {
+            // Only allowed items' reduced values are read (fixing, rounding, branching).
+            for i in self.items_of(g).filter(|&i| allowed[i as usize]) {
                 let mut rv = c.value[i as usize];
                 for e in c.consumption(i) {
                     rv -= lambda[c.cons_row[e] as usize] * c.cons_fraction[e];
                 }
                 self.reduced[i as usize] = rv;
-                if allowed[i as usize] && rv > best {
+                if rv > best {
                     best = rv;
                 }
             }
@@ -402,12 +415,12 @@ impl<'a> Search<'a> {
         if self.out_of_time() {
             return f64::INFINITY;
         }
-        let c = self.c;
+        // Both are this node's own: its parent sets them afresh before each child.
         let mut allowed = std::mem::take(&mut self.allowed[depth]);
-        let mut basis = self.basis[depth].clone();
+        let mut basis = std::mem::take(&mut self.basis[depth]);
         let bound = self.explore(depth, &mut allowed, &mut basis);
         self.allowed[depth] = allowed;
-        let _ = c;
+        self.basis[depth] = basis;
         bound
     }
 
@@ -446,7 +459,8 @@ impl<'a> Search<'a> {
 
         // Incumbent: the LP solution if integral, else rounded greedily (then local search).
         let mut fractional: Option<(f64, u32)> = None;
-        let mut order: Vec<(f64, u32)> = Vec::new();
+        let mut order = std::mem::take(&mut self.order);
+        order.clear();
         let mut integral = status == LpStatus::Optimal;
         for &v in basis.key.iter().chain(&basis.nonkey) {
             let x = self.lp.value(basis, v);
@@ -464,18 +478,24 @@ impl<'a> Search<'a> {
                 }
             }
         }
-        order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
-        let mut preference: Vec<u32> = order.iter().map(|&(_, v)| v).collect();
-        if !integral {
-            // Fill the rest by reduced value, the relaxation's own ranking.
-            let mut rest: Vec<u32> =
-                (0..c.items() as u32).filter(|&i| allowed[i as usize] && self.reduced[i as usize] > 0.0).collect();
-            rest.sort_unstable_by(|&a, &b| self.reduced[b as usize].total_cmp(&self.reduced[a as usize]));
-            preference.extend(rest);
-        }
+        // The rounding heuristic runs at the root, on integral LP solutions and at every fourth
+        // node; the ranking it needs is only built then.
         if depth == 0 || integral || self.nodes % 4 == 0 {
+            order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+            let mut preference = std::mem::take(&mut self.preference);
+            preference.clear();
+            preference.extend(order.iter().map(|&(_, v)| v));
+            if !integral {
+                // Fill the rest by reduced value, the relaxation's own ranking.
+                let start = preference.len();
+                preference.extend((0..c.items() as u32).filter(|&i| allowed[i as usize] && self.reduced[i as usize] > 0.0));
+                preference[start..]
+                    .sort_unstable_by(|&a, &b| self.reduced[b as usize].total_cmp(&self.reduced[a as usize]));
+            }
             self.try_selection(&preference, allowed, depth == 0);
+            self.preference = preference;
         }
+        self.order = order;
         if self.prune(bound) {
             return bound;
         }

@@ -45,7 +45,7 @@ pub(crate) enum LpStatus {
 }
 
 /// A GUB basis: the key variable of every group and the `rows` other basic variables.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Basis {
     pub key: Vec<u32>,
     pub nonkey: Vec<u32>,
@@ -75,6 +75,7 @@ pub(crate) struct Lp<'a> {
     marked: Vec<u32>,
     scratch_m: Vec<f64>,
     scratch_g: Vec<f64>,
+    candidates: Vec<u32>,
     /// Simplex iterations over the lifetime of this LP (for diagnostics).
     pub iterations: u64,
 }
@@ -107,6 +108,7 @@ impl<'a> Lp<'a> {
             marked: Vec::new(),
             scratch_m: vec![0.0; rows],
             scratch_g: vec![0.0; c.groups()],
+            candidates: Vec::with_capacity(vars),
             iterations: 0,
         }
     }
@@ -198,9 +200,9 @@ impl<'a> Lp<'a> {
         basis.nonkey.iter().position(|&s| s == v).map_or(0.0, |s| self.x_nonkey[s])
     }
 
-    /// Factorises the working basis and computes primal values and duals. `false` if singular.
-    fn refresh(&mut self, basis: &Basis) -> bool {
-        let m = self.rows;
+    /// Marks the variables of `basis` basic (and no others): at the start of a solve, whose basis
+    /// comes from elsewhere; [`Self::pivot`] keeps the marks from then on.
+    fn mark_basic(&mut self, basis: &Basis) {
         for &v in &self.marked {
             self.basic[v as usize] = false;
         }
@@ -209,6 +211,11 @@ impl<'a> Lp<'a> {
             self.basic[v as usize] = true;
             self.marked.push(v);
         }
+    }
+
+    /// Factorises the working basis and computes primal values and duals. `false` if singular.
+    fn refresh(&mut self, basis: &Basis) -> bool {
+        let m = self.rows;
         // W[r][s] = column(nonkey s) - column(key of its group).
         let mut lu = std::mem::take(&mut self.lu);
         lu.iter_mut().for_each(|x| *x = 0.0);
@@ -279,21 +286,25 @@ impl<'a> Lp<'a> {
     }
 
     /// Replaces basic variable `leaving` by `entering`, choosing a new key when a key leaves.
-    fn pivot(&self, basis: &mut Basis, leaving: Leaving, entering: u32) {
-        match leaving {
-            Leaving::Slot(s) => basis.nonkey[s] = entering,
+    fn pivot(&mut self, basis: &mut Basis, leaving: Leaving, entering: u32) {
+        let left = match leaving {
+            Leaving::Slot(s) => std::mem::replace(&mut basis.nonkey[s], entering),
             Leaving::Key(h) => {
                 if self.group_of(entering) == h as u32 {
-                    basis.key[h] = entering;
+                    std::mem::replace(&mut basis.key[h], entering)
                 } else {
                     let s = (0..self.rows)
                         .find(|&s| self.group_of(basis.nonkey[s]) == h as u32)
                         .expect("a key can only leave through a basic sibling");
-                    basis.key[h] = basis.nonkey[s];
-                    basis.nonkey[s] = entering;
+                    let sibling = std::mem::replace(&mut basis.nonkey[s], entering);
+                    std::mem::replace(&mut basis.key[h], sibling)
                 }
             }
-        }
+        };
+        self.basic[left as usize] = false;
+        self.basic[entering as usize] = true;
+        // `marked` lists every variable that may be marked, for the next `mark_basic`.
+        self.marked.push(entering);
     }
 
     fn iteration_limit(&self) -> usize {
@@ -309,6 +320,7 @@ impl<'a> Lp<'a> {
         self.scratch_g.iter_mut().for_each(|x| *x = 0.0);
         let mut degenerate = 0usize;
         let mut y = vec![0.0; self.rows];
+        self.mark_basic(basis);
         for _ in 0..limit {
             self.iterations += 1;
             if !self.refresh(basis) {
@@ -393,7 +405,17 @@ impl<'a> Lp<'a> {
         let m = self.rows;
         let mut rho = vec![0.0; m];
         let mut unit = vec![0.0; m];
+        self.mark_basic(basis);
         let mut key_dot = std::mem::take(&mut self.scratch_g);
+        // The allowed variables in index order, split by kind: deep in the search most items are
+        // disallowed, and the ratio test then skips none of them.
+        let mut candidates = std::mem::take(&mut self.candidates);
+        candidates.clear();
+        candidates.extend((0..self.n as u32).filter(|&v| allowed[v as usize]));
+        let items_end = candidates.len();
+        candidates.extend((self.n..self.n + m).filter(|&v| allowed[v]).map(|v| v as u32));
+        let rows_end = candidates.len();
+        candidates.extend((self.n + m..self.vars()).filter(|&v| allowed[v]).map(|v| v as u32));
         let status = 'outer: {
             for _ in 0..limit {
                 self.iterations += 1;
@@ -448,27 +470,49 @@ impl<'a> Lp<'a> {
                 let mut entering = u32::MAX;
                 let mut best_ratio = f64::INFINITY;
                 let mut best_alpha = 0.0f64;
-                for v in 0..self.vars() as u32 {
-                    if self.basic[v as usize] || !allowed[v as usize] {
-                        continue;
-                    }
-                    let g = self.group_of(v);
-                    let mut alpha = self.dot_column(v, &rho);
-                    if g != NO_GROUP {
-                        alpha -= key_dot[g as usize];
-                        if g == own_group {
-                            alpha += 1.0;
-                        }
-                    }
+                // Ratio test over the nonbasic allowed variables, in index order (items, row
+                // slacks, group slacks), each kind with its own form of α so that the loop over
+                // the items, nearly all the variables, has no branch on the kind.
+                let mut consider = |lp: &Lp, v: u32, alpha: f64| {
                     let a = direction * alpha;
                     if a < -PIVOT_TOL {
-                        let d = self.reduced_cost(v).min(0.0);
+                        let d = lp.reduced_cost(v).min(0.0);
                         let ratio = d / a;
                         if ratio < best_ratio - 1e-12 || (ratio <= best_ratio + 1e-12 && -a > best_alpha) {
                             best_ratio = ratio;
                             best_alpha = -a;
                             entering = v;
                         }
+                    }
+                };
+                let (items, rest) = candidates.split_at(items_end);
+                let (row_slacks, group_slacks) = rest.split_at(rows_end - items_end);
+                for &j in items {
+                    if self.basic[j as usize] {
+                        continue;
+                    }
+                    let column = &self.col[j as usize * m..(j as usize + 1) * m];
+                    let g = self.c.item_group[j as usize];
+                    let mut alpha: f64 = column.iter().zip(&rho).map(|(a, r)| r * a).sum();
+                    alpha -= key_dot[g as usize];
+                    if g == own_group {
+                        alpha += 1.0;
+                    }
+                    consider(self, j, alpha);
+                }
+                for &v in row_slacks {
+                    if !self.basic[v as usize] {
+                        consider(self, v, rho[v as usize - self.n]);
+                    }
+                }
+                for &v in group_slacks {
+                    if !self.basic[v as usize] {
+                        let g = v as usize - self.n - m;
+                        let mut alpha = -key_dot[g];
+                        if g as u32 == own_group {
+                            alpha += 1.0;
+                        }
+                        consider(self, v, alpha);
                     }
                 }
                 if entering == u32::MAX {
@@ -479,6 +523,7 @@ impl<'a> Lp<'a> {
             LpStatus::Failed
         };
         self.scratch_g = key_dot;
+        self.candidates = candidates;
         status
     }
 

@@ -59,37 +59,41 @@ pub(crate) fn solve(
     warm: &[u32],
     root_basis: Option<&Basis>,
 ) -> Outcome {
-    let lp = Lp::new(c);
-    let vars = lp.vars();
-    let mut search = Search {
-        c,
-        deadline: limits.deadline,
-        relative_gap: limits.relative_gap.max(0.0),
-        aborted: false,
-        nodes: 0,
-        best_value: 0.0,
-        best_chosen: Vec::new(),
-        gap_bound: f64::NEG_INFINITY,
-        allowed: vec![vec![true; vars]],
-        basis: vec![root_basis.cloned().unwrap_or_else(|| lp.slack_basis())],
-        residual: c.capacity.clone(),
-        reduced: vec![0.0; c.items()],
-        best_of_group: vec![0.0; c.groups()],
-        root_basis: None,
-        warm_root: root_basis.is_some(),
-        order: Vec::new(),
-        preference: Vec::new(),
-        open: Vec::new(),
-        lp,
-    };
+    let mut allowed = vec![true; c.items() + c.rows() + c.groups()];
     if let Some(g) = removed_group {
         for i in c.group_start[g as usize]..c.group_start[g as usize + 1] {
-            search.allowed[0][i as usize] = false;
+            allowed[i as usize] = false;
         }
     }
-    let warm: Vec<u32> = warm.iter().copied().filter(|&i| search.allowed[0][i as usize]).collect();
-    let allowed = search.allowed[0].clone();
+    let warm: Vec<u32> = warm.iter().copied().filter(|&i| allowed[i as usize]).collect();
+    // The root LP, solved once here: its duals choose the core problem, and its basis starts the
+    // search's root.
+    let mut lp = Lp::new(c);
+    let mut basis = root_basis.cloned().unwrap_or_else(|| lp.slack_basis());
+    let status = if root_basis.is_some() { lp.dual(&mut basis, &allowed) } else { lp.primal(&mut basis, &allowed) };
+    let root_solved = status == LpStatus::Optimal;
+    let core = if root_solved && c.groups() > CORE_GROUPS {
+        core_allowed(&lp, &basis, &allowed)
+    } else {
+        None
+    };
+    drop(lp);
+    let start = if root_solved { Some(&basis) } else { root_basis };
+    let mut search = Search::new(c, limits, allowed.clone(), start);
     search.try_selection(&warm, &allowed, false);
+    if let Some(core) = core {
+        // The core problem first: the groups the relaxation is least sure about free, every
+        // other group held at the relaxation's choice. Its optimum is found in few nodes and is
+        // usually the whole problem's, or close to it; without it the search found its final
+        // incumbent late (after most of its nodes, on synthetic hosts) and spent those nodes
+        // under a weaker incumbent.
+        let mut core_search = Search::new(c, limits, core, start);
+        core_search.try_selection(&warm, &allowed, false);
+        core_search.node(0);
+        search.nodes += core_search.nodes;
+        let core_chosen = core_search.best_chosen;
+        search.try_selection(&core_chosen, &allowed, false);
+    }
     let root_bound = search.node(0);
     let finished = !search.aborted;
     let value = search.best_value;
@@ -97,6 +101,72 @@ pub(crate) fn solve(
     let mut chosen = search.best_chosen;
     chosen.sort_unstable();
     Outcome { chosen, value, bound, finished, nodes: search.nodes, root_basis: search.root_basis }
+}
+
+/// Groups left free in the core problem (more when the relaxation is fractional in more).
+const CORE_GROUPS: usize = 12;
+
+/// The core problem's allowed variables: every group the optimal relaxation (`lp` at `basis`)
+/// splits, and the groups whose best two options are closest in reduced value, up to
+/// [`CORE_GROUPS`], keep their options; every other group keeps only the option the relaxation
+/// chose. The relaxation's own integral part is then feasible in it (the split groups can take
+/// nothing or their options), and it is a restriction: its optimum is a feasible selection.
+fn core_allowed(lp: &Lp, basis: &Basis, allowed: &[bool]) -> Option<Vec<bool>> {
+    let c = lp.compiled();
+    let mut lambda = [0.0f64; MAX_LP_ROWS];
+    for (l, &dual) in lambda.iter_mut().zip(&lp.lambda) {
+        *l = dual.max(0.0);
+    }
+    // Per group: the option the relaxation uses most, whether it is split, and the margin
+    // between its two best reduced values.
+    let mut chosen = Vec::with_capacity(c.groups());
+    let mut ranked: Vec<(bool, f64, usize)> = Vec::with_capacity(c.groups());
+    for g in 0..c.groups() {
+        let slack = lp.group_slack(g);
+        let options = std::iter::once(slack).chain(c.group_start[g]..c.group_start[g + 1]);
+        let (mut top, mut top_x) = (None, 0.0f64);
+        let (mut first, mut second) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+        for v in options.filter(|&v| allowed[v as usize]) {
+            let x = lp.value(basis, v);
+            if top.is_none() || x > top_x {
+                (top, top_x) = (Some(v), x);
+            }
+            let rv = if v == slack {
+                0.0
+            } else {
+                let mut rv = c.value[v as usize];
+                for e in c.consumption(v) {
+                    rv -= lambda[c.cons_row[e] as usize] * c.cons_fraction[e];
+                }
+                rv
+            };
+            if rv > first {
+                (first, second) = (rv, first);
+            } else if rv > second {
+                second = rv;
+            }
+        }
+        let top = top?;
+        chosen.push(top);
+        let split = top_x < 1.0 - 1e-9;
+        ranked.push((split, first - second, g));
+    }
+    // Split groups first, then by margin.
+    ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.total_cmp(&b.1)));
+    let free = ranked.iter().filter(|r| r.0).count().max(CORE_GROUPS);
+    let mut core = allowed.to_vec();
+    for &(_, margin, g) in &ranked[free.min(ranked.len())..] {
+        if !margin.is_finite() {
+            continue; // a single option: nothing to hold
+        }
+        let slack = lp.group_slack(g);
+        for v in std::iter::once(slack).chain(c.group_start[g]..c.group_start[g + 1]) {
+            if v != chosen[g] {
+                core[v as usize] = false;
+            }
+        }
+    }
+    Some(core)
 }
 
 struct Search<'a> {
@@ -128,6 +198,33 @@ struct Search<'a> {
 }
 
 impl<'a> Search<'a> {
+    /// A search of the problem with `allowed` variables, whose root starts from `basis` (dual
+    /// simplex; it must be dual feasible) or else from the slack basis (primal simplex).
+    fn new(c: &'a Compiled, limits: Limits, allowed: Vec<bool>, basis: Option<&Basis>) -> Self {
+        let lp = Lp::new(c);
+        Search {
+            c,
+            deadline: limits.deadline,
+            relative_gap: limits.relative_gap.max(0.0),
+            aborted: false,
+            nodes: 0,
+            best_value: 0.0,
+            best_chosen: Vec::new(),
+            gap_bound: f64::NEG_INFINITY,
+            allowed: vec![allowed],
+            basis: vec![basis.cloned().unwrap_or_else(|| lp.slack_basis())],
+            residual: c.capacity.clone(),
+            reduced: vec![0.0; c.items()],
+            best_of_group: vec![0.0; c.groups()],
+            root_basis: None,
+            warm_root: basis.is_some(),
+            order: Vec::new(),
+            preference: Vec::new(),
+            open: Vec::new(),
+            lp,
+        }
+    }
+
     /// The bound cannot beat the incumbent (exactly, up to float rounding).
     fn cannot_improve(&self, bound: f64) -> bool {
         let scale = self.best_value.abs().max(1.0);

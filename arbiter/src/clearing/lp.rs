@@ -113,6 +113,11 @@ impl<'a> Lp<'a> {
         }
     }
 
+    /// The problem this LP relaxes.
+    pub fn compiled(&self) -> &'a Compiled {
+        self.c
+    }
+
     /// Number of variables (items, row slacks, group slacks).
     pub fn vars(&self) -> usize {
         self.n + self.rows + self.c.groups()

@@ -34,8 +34,29 @@ pub(crate) struct Compiled {
     pub cons_amount: Vec<u64>,
     /// `cons_amount / capacity` of the row.
     pub cons_fraction: Vec<f64>,
-    /// Every value is a whole number, so any better solution is better by at least 1.
-    pub integral_values: bool,
+    /// Every value is a whole multiple of this step (1, 0.1, 0.01 or 0.001; 0 when none of
+    /// them fits), so a better selection is better by at least the step.
+    pub value_step: f64,
+}
+
+/// The steps [`Compiled::value_step`] tries, coarsest first. Bids priced in whole credits or in
+/// cents are common; the search then discards a subtree whose bound cannot beat the incumbent by
+/// a whole step, which float rounding alone never allows.
+const VALUE_STEPS: [f64; 4] = [1.0, 0.1, 0.01, 0.001];
+
+/// The coarsest step of [`VALUE_STEPS`] that every value is a whole multiple of (to within float
+/// rounding of a decimal written value), or 0.
+fn value_step(values: &[f64]) -> f64 {
+    VALUE_STEPS
+        .into_iter()
+        .find(|&step| {
+            values.iter().all(|&v| {
+                let units = v / step;
+                // Whole numbers below 2^50 are exact in f64; beyond that no step is trusted.
+                units.abs() < (1u64 << 50) as f64 && (units - units.round()).abs() <= 1e-6
+            })
+        })
+        .unwrap_or(0.0)
 }
 
 impl Compiled {
@@ -93,7 +114,7 @@ impl Compiled {
             cons_row: Vec::new(),
             cons_amount: Vec::new(),
             cons_fraction: Vec::new(),
-            integral_values: true,
+            value_step: 0.0,
             capacity,
         };
         for (g, members) in by_group.iter().enumerate() {
@@ -108,7 +129,6 @@ impl Compiled {
                 compiled.item_original.push(i);
                 compiled.item_group.push(cg);
                 compiled.value.push(item.value);
-                compiled.integral_values &= item.value.fract() == 0.0;
                 for &(row, amount) in &item.consumption {
                     let r = row_new[row];
                     if r != u32::MAX {
@@ -121,7 +141,18 @@ impl Compiled {
             }
             compiled.group_start.push(compiled.item_original.len() as u32);
         }
+        compiled.value_step = value_step(&compiled.value);
         compiled
+    }
+
+    /// Whether `bound` leaves room for a selection better than `value`: it is above it by more
+    /// than float rounding and, when values are on a step, by a whole step less float rounding.
+    pub fn leaves_room(&self, bound: f64, value: f64) -> bool {
+        let scale = value.abs().max(1.0);
+        if bound <= value + 1e-9 * scale {
+            return false;
+        }
+        !(self.value_step > 0.0 && bound < value + self.value_step - 1e-7 * scale)
     }
 
     pub fn rows(&self) -> usize {
@@ -168,4 +199,40 @@ fn remove_dominated(members: &mut Vec<usize>, problem: &Problem) {
         .map(|(_, &b)| b)
         .collect();
     *members = kept;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clearing::problem::Problem;
+
+    #[test]
+    fn the_value_step_is_the_coarsest_that_every_value_is_a_multiple_of() {
+        assert_eq!(value_step(&[3.0, 5.0, 120.0]), 1.0);
+        assert_eq!(value_step(&[1.5, 2.0]), 0.1);
+        assert_eq!(value_step(&[1.5, 2.25, 403.19]), 0.01);
+        assert_eq!(value_step(&[0.1 + 0.2]), 0.1, "float rounding of a decimal value is not a finer step");
+        assert_eq!(value_step(&[1.0 / 3.0]), 0.0);
+        assert_eq!(value_step(&[2.5, 1e300]), 0.0, "too large to trust any step");
+    }
+
+    #[test]
+    fn a_bound_leaves_room_only_for_a_whole_step() {
+        let mut problem = Problem::new(vec![10]);
+        let g = problem.add_group();
+        problem.add_item(g, 2.25, [(0, 4)]).unwrap();
+        problem.add_item(g, 1.5, [(0, 2)]).unwrap();
+        let c = Compiled::new(&problem);
+        assert_eq!(c.value_step, 0.01);
+        assert!(!c.leaves_room(100.005, 100.0), "no selection can be better by half a cent");
+        assert!(c.leaves_room(100.01, 100.0));
+        // Without a step only float rounding is discounted.
+        let mut problem = Problem::new(vec![10]);
+        let g = problem.add_group();
+        problem.add_item(g, 1.0 / 3.0, [(0, 4)]).unwrap();
+        let c = Compiled::new(&problem);
+        assert_eq!(c.value_step, 0.0);
+        assert!(c.leaves_room(100.005, 100.0));
+        assert!(!c.leaves_room(100.0 + 1e-12, 100.0));
+    }
 }

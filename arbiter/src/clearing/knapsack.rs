@@ -227,12 +227,7 @@ impl<'a> Search<'a> {
 
     /// The bound cannot beat the incumbent (exactly, up to float rounding).
     fn cannot_improve(&self, bound: f64) -> bool {
-        let scale = self.best_value.abs().max(1.0);
-        if self.c.integral_values {
-            bound < self.best_value + 1.0 - 1e-7 * scale
-        } else {
-            bound <= self.best_value + 1e-9 * scale
-        }
+        !self.c.leaves_room(bound, self.best_value)
     }
 
     /// The bound cannot beat the incumbent by more than the relative gap; remembers the bound

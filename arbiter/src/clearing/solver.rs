@@ -100,7 +100,7 @@ pub(crate) fn solve_compiled(
         let mut chosen: Vec<usize> = outcome.chosen.iter().map(|&i| c.item_original[i as usize]).collect();
         chosen.sort_unstable();
         let value = outcome.value;
-        let optimal = outcome.finished && !exceeds(c, outcome.bound, value);
+        let optimal = outcome.finished && !c.leaves_room(outcome.bound, value);
         let bound = if optimal { value } else { outcome.bound.max(value) };
         let solution = Solution { chosen, value, bound, optimal, finished: outcome.finished, nodes: outcome.nodes };
         return (solution, outcome.root_basis);
@@ -137,20 +137,9 @@ pub(crate) fn lagrangian_search(
     chosen.sort_unstable();
     let value: f64 = search.best_chosen.iter().map(|&i| c.value[i as usize]).sum();
     let found_bound = if finished { search.gap_bound.max(value) } else { root_bound.max(value) };
-    let optimal = finished && !exceeds(c, found_bound, value);
+    let optimal = finished && !c.leaves_room(found_bound, value);
     let bound = if optimal { value } else { found_bound };
     Solution { chosen, value, bound, optimal, finished, nodes: search.nodes }
-}
-
-/// `bound` is above `value` by more than float rounding (or, with whole-number values, by a
-/// whole unit): the optimum may be better than `value`.
-fn exceeds(c: &Compiled, bound: f64, value: f64) -> bool {
-    let scale = value.abs().max(1.0);
-    if c.integral_values {
-        bound >= value + 1.0 - 1e-7 * scale
-    } else {
-        bound > value + 1e-9 * scale
-    }
 }
 
 /// Subgradient steps at the root, where a good start for every node below is worth the most.
@@ -211,7 +200,7 @@ impl<'a> Search<'a> {
     /// The bound cannot beat the incumbent (by more than the relative gap, if one was asked for;
     /// such a bound is remembered for the report).
     fn prunable(&mut self, bound: f64) -> bool {
-        if !exceeds(self.c, bound, self.best_value) {
+        if !self.c.leaves_room(bound, self.best_value) {
             return true;
         }
         if self.relative_gap > 0.0 && bound - self.best_value <= self.relative_gap * self.best_value.abs() {

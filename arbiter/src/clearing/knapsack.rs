@@ -15,7 +15,10 @@
 //!   when a group is down to one item that item is taken, and items that no longer fit beside the
 //!   taken ones are disallowed too (exact, in integers);
 //! - the incumbent starts from the LP solution rounded greedily and improved by local search
-//!   (better bundles within a group, and exchanges between two groups), before any branching;
+//!   (better bundles within a group, and exchanges between two groups), then from the optimum
+//!   of a *core problem* (the groups the root LP is least sure about free, the rest held at its
+//!   choice), before any branching: without it the search found its final incumbent only after
+//!   most of its nodes;
 //! - branching is on the LP's most fractional variable: take it (its group is closed to every
 //!   other option) or disallow it; all branching only changes bounds, so the parent's basis stays
 //!   dual feasible for both children.

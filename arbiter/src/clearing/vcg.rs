@@ -12,7 +12,10 @@
 //! the chosen allocation minus the winner (a feasible allocation of the problem without it, so the
 //! re-solve starts with a good incumbent) and, on few-row problems, from the main solve's optimal
 //! root LP basis (still dual feasible once the winner's group is removed, so the re-solve's root
-//! LP takes a few dual simplex pivots instead of a solve from scratch).
+//! LP takes a few dual simplex pivots instead of a solve from scratch). The re-solves run in
+//! parallel.
+
+use rayon::prelude::*;
 
 use super::compiled::Compiled;
 use super::problem::Problem;
@@ -44,14 +47,23 @@ pub fn clear_within(problem: &Problem, options: &SolveOptions, relative_gap: f64
     let mut payments = vec![0.0; problem.group_count()];
     let mut payments_exact = solution.finished;
     if with_payments {
-        for &item in &solution.chosen {
-            let winner = &problem.items()[item];
-            let others: Vec<usize> = solution.chosen.iter().copied().filter(|&i| i != item).collect();
-            let (without, _) =
-                solve_compiled(&compiled, options, relative_gap, Some(winner.group), &others, root_basis.as_ref());
-            payments_exact &= without.finished;
-            let others_now = solution.value - winner.value;
-            payments[winner.group] = (without.value - others_now).clamp(0.0, winner.value);
+        // The re-solves are independent: in parallel (a host cleared alone gets every core; in a
+        // round of many hosts rayon shares the cores among hosts and re-solves alike).
+        let resolved: Vec<(usize, f64, bool)> = solution
+            .chosen
+            .par_iter()
+            .map(|&item| {
+                let winner = &problem.items()[item];
+                let others: Vec<usize> = solution.chosen.iter().copied().filter(|&i| i != item).collect();
+                let (without, _) =
+                    solve_compiled(&compiled, options, relative_gap, Some(winner.group), &others, root_basis.as_ref());
+                let others_now = solution.value - winner.value;
+                (winner.group, (without.value - others_now).clamp(0.0, winner.value), without.finished)
+            })
+            .collect();
+        for (group, payment, finished) in resolved {
+            payments[group] = payment;
+            payments_exact &= finished;
         }
     }
     Clearing { solution, payments, payments_exact }

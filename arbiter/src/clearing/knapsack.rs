@@ -84,16 +84,25 @@ pub(crate) fn solve(
     let start = if root_solved { Some(&basis) } else { root_basis };
     let mut search = Search::new(c, limits, allowed.clone(), start);
     search.try_selection(&warm, &allowed, false);
-    if let Some(core) = core {
+    let mut core_nodes = 0;
+    let time_left = limits.deadline.is_none_or(|deadline| Instant::now() < deadline);
+    if let Some(core) = core.filter(|_| time_left) {
         // The core problem first: the groups the relaxation is least sure about free, every
         // other group held at the relaxation's choice. Its optimum is found in few nodes and is
         // usually the whole problem's, or close to it; without it the search found its final
         // incumbent late (after most of its nodes, on synthetic hosts) and spent those nodes
         // under a weaker incumbent.
-        let mut core_search = Search::new(c, limits, core, start);
+        // Under a deadline the core gets half the time left, so that the whole search still
+        // gets to prove what it can.
+        let now = Instant::now();
+        let core_limits = Limits { deadline: limits.deadline.map(|deadline| now + (deadline - now) / 2), ..limits };
+        let mut core_search = Search::new(c, core_limits, core, start);
+        // The whole search's root tries the exchanges anyway; here they would double the root's
+        // cost, which is most of a time-limited solve.
+        core_search.root_exchanges = false;
         core_search.try_selection(&warm, &allowed, false);
         core_search.node(0);
-        search.nodes += core_search.nodes;
+        core_nodes = core_search.nodes;
         let core_chosen = core_search.best_chosen;
         search.try_selection(&core_chosen, &allowed, false);
     }
@@ -103,7 +112,7 @@ pub(crate) fn solve(
     let bound = if finished { value.max(search.gap_bound) } else { root_bound.max(value) };
     let mut chosen = search.best_chosen;
     chosen.sort_unstable();
-    Outcome { chosen, value, bound, finished, nodes: search.nodes, root_basis: search.root_basis }
+    Outcome { chosen, value, bound, finished, nodes: search.nodes + core_nodes, root_basis: search.root_basis }
 }
 
 /// Groups left free in the core problem (more when the relaxation is fractional in more).
@@ -198,6 +207,8 @@ struct Search<'a> {
     preference: Vec<u32>,
     /// Scratch of `tighten`: whether each group is still open.
     open: Vec<bool>,
+    /// The root's rounding heuristic also tries exchanges between two groups.
+    root_exchanges: bool,
 }
 
 impl<'a> Search<'a> {
@@ -224,6 +235,7 @@ impl<'a> Search<'a> {
             order: Vec::new(),
             preference: Vec::new(),
             open: Vec::new(),
+            root_exchanges: true,
             lp,
         }
     }
@@ -507,7 +519,8 @@ impl<'a> Search<'a> {
     /// `self.basis[depth]`; returns its bound.
     fn node(&mut self, depth: usize) -> f64 {
         self.nodes += 1;
-        if self.out_of_time() {
+        // The root is always explored: its bound is the one a stopped search reports.
+        if depth > 0 && self.out_of_time() {
             return f64::INFINITY;
         }
         // Both are this node's own: its parent sets them afresh before each child.
@@ -587,7 +600,7 @@ impl<'a> Search<'a> {
                 preference[start..]
                     .sort_unstable_by(|&a, &b| self.reduced[b as usize].total_cmp(&self.reduced[a as usize]));
             }
-            self.try_selection(&preference, allowed, depth == 0);
+            self.try_selection(&preference, allowed, depth == 0 && self.root_exchanges);
             self.preference = preference;
         }
         self.order = order;
@@ -771,6 +784,19 @@ mod tests {
             assert!(within.bound >= optimum - 1e-9 * optimum, "bound {} below the optimum {optimum}", within.bound);
             assert!(within.bound <= within.value * 1.01 + 1e-9, "bound {} too far above {}", within.bound, within.value);
             assert!(within.value <= optimum + 1e-9 * optimum);
+        }
+    }
+
+    #[test]
+    fn a_search_out_of_time_still_reports_a_valid_finite_bound() {
+        for seed in 0..6 {
+            let c = synthetic(30, 200 + seed);
+            let optimum = solve(&c, exact(), None, &[], None).value;
+            // The deadline has passed before the search starts: only the roots are explored.
+            let late = solve(&c, Limits { deadline: Some(Instant::now()), relative_gap: 0.0 }, None, &[], None);
+            assert!(late.bound.is_finite(), "the root's bound is reported");
+            assert!(late.bound >= optimum - 1e-9 * optimum, "bound {} below the optimum {optimum}", late.bound);
+            assert!(late.value <= optimum + 1e-9 * optimum && late.value > 0.0);
         }
     }
 

@@ -194,15 +194,15 @@ cpu_milli() {
 # The agent holds redis at its guarantee, then at what each round decides: wait until a cpu limit
 # is on its container. (Not until it stops changing: each round may move it, and waiting for a
 # quiet spell made the check depend on the machine's load.)
-settled=""
+enforced=""
 deadline=$((SECONDS + 30))
 while [ $SECONDS -lt $deadline ]; do
-  b="$(limits "$redis_container")"
-  if [ "$(cpu_milli "$b")" -gt 0 ]; then settled="$b"; break; fi
+  reading="$(limits "$redis_container")"
+  if [ "$(cpu_milli "$reading")" -gt 0 ]; then enforced="$reading"; break; fi
   sleep 1
 done
-[ -n "$settled" ] || fail "no cpu limit reached the redis container (last: $(limits "$redis_container"))"
-say "redis limits before the antagonists: $settled"
+[ -n "$enforced" ] || fail "no cpu limit reached the redis container (last: $(limits "$redis_container"))"
+say "redis limits before the antagonists: $enforced"
 
 say "2. starting the antagonists"
 round_before="$( (summary || true) | field round.host-1)"

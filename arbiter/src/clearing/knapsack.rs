@@ -75,31 +75,29 @@ pub(crate) fn solve(
     let mut basis = root_basis.cloned().unwrap_or_else(|| lp.slack_basis());
     let status = if root_basis.is_some() { lp.dual(&mut basis, &allowed) } else { lp.primal(&mut basis, &allowed) };
     let root_solved = status == LpStatus::Optimal;
-    let core = if root_solved && c.groups() > CORE_GROUPS {
+    // The core problem first: the groups the relaxation is least sure about free, every other
+    // group held at the relaxation's choice. Its optimum is found in few nodes and is usually the
+    // whole problem's, or close to it; without it the search found its final incumbent late
+    // (after most of its nodes, on synthetic hosts) and spent those nodes under a weaker
+    // incumbent. It pays for itself over a long search; under a short deadline a solve is mostly
+    // its root, and a second root first made rounds with a 1 ms limit per solve slower (8.2 s
+    // against 6.9 s for 10 000 hosts), so it runs only with no deadline or a generous one.
+    let time_left = limits.deadline.is_none_or(|deadline| deadline > Instant::now() + CORE_MIN_TIME);
+    let core = if root_solved && time_left && c.groups() > CORE_GROUPS {
         core_allowed(&lp, &basis, &allowed)
     } else {
         None
     };
-    drop(lp);
     let start = if root_solved { Some(&basis) } else { root_basis };
-    let mut search = Search::new(c, limits, allowed.clone(), start);
+    let mut search = Search::new(c, limits, allowed.clone(), start, lp);
     search.try_selection(&warm, &allowed, false);
     let mut core_nodes = 0;
-    // The core pays for itself over a long search. Under a short deadline a solve is mostly its
-    // root, and a second root first made rounds with a 1 ms limit per solve slower (8.2 s against
-    // 6.9 s for 10 000 hosts), so it runs only with no deadline or a generous one.
-    let time_left = limits.deadline.is_none_or(|deadline| deadline > Instant::now() + CORE_MIN_TIME);
-    if let Some(core) = core.filter(|_| time_left) {
-        // The core problem first: the groups the relaxation is least sure about free, every
-        // other group held at the relaxation's choice. Its optimum is found in few nodes and is
-        // usually the whole problem's, or close to it; without it the search found its final
-        // incumbent late (after most of its nodes, on synthetic hosts) and spent those nodes
-        // under a weaker incumbent.
+    if let Some(core) = core {
         // Under a deadline the core gets half the time left, so that the whole search still
         // gets to prove what it can.
         let now = Instant::now();
         let core_limits = Limits { deadline: limits.deadline.map(|deadline| now + (deadline - now) / 2), ..limits };
-        let mut core_search = Search::new(c, core_limits, core, start);
+        let mut core_search = Search::new(c, core_limits, core, start, Lp::new(c));
         // The whole search's root tries the exchanges anyway; here they would double the root's
         // cost, which is most of a time-limited solve.
         core_search.root_exchanges = false;
@@ -118,6 +116,25 @@ pub(crate) fn solve(
     Outcome { chosen, value, bound, finished, nodes: search.nodes + core_nodes, root_basis: search.root_basis }
 }
 
+/// The LP's row duals made non-negative, the multipliers of the Lagrangian bound (valid for any
+/// `λ ≥ 0`); rows past the problem's are 0.
+fn lagrange_multipliers(lp: &Lp) -> [f64; MAX_LP_ROWS] {
+    let mut lambda = [0.0f64; MAX_LP_ROWS];
+    for (l, &dual) in lambda.iter_mut().zip(&lp.lambda) {
+        *l = dual.max(0.0);
+    }
+    lambda
+}
+
+/// Item `i`'s value less its consumption priced at `lambda`.
+fn reduced_value(c: &Compiled, lambda: &[f64; MAX_LP_ROWS], i: u32) -> f64 {
+    let mut rv = c.value[i as usize];
+    for e in c.consumption(i) {
+        rv -= lambda[c.cons_row[e] as usize] * c.cons_fraction[e];
+    }
+    rv
+}
+
 /// Groups left free in the core problem (more when the relaxation is fractional in more).
 const CORE_GROUPS: usize = 12;
 /// The least time left under a deadline for the core problem to run (some twenty roots).
@@ -130,10 +147,7 @@ const CORE_MIN_TIME: std::time::Duration = std::time::Duration::from_millis(20);
 /// nothing or their options), and it is a restriction: its optimum is a feasible selection.
 fn core_allowed(lp: &Lp, basis: &Basis, allowed: &[bool]) -> Option<Vec<bool>> {
     let c = lp.compiled();
-    let mut lambda = [0.0f64; MAX_LP_ROWS];
-    for (l, &dual) in lambda.iter_mut().zip(&lp.lambda) {
-        *l = dual.max(0.0);
-    }
+    let lambda = lagrange_multipliers(lp);
     // Per group: the option the relaxation uses most, whether it is split, and the margin
     // between its two best reduced values.
     let mut chosen = Vec::with_capacity(c.groups());
@@ -148,15 +162,7 @@ fn core_allowed(lp: &Lp, basis: &Basis, allowed: &[bool]) -> Option<Vec<bool>> {
             if top.is_none() || x > top_x {
                 (top, top_x) = (Some(v), x);
             }
-            let rv = if v == slack {
-                0.0
-            } else {
-                let mut rv = c.value[v as usize];
-                for e in c.consumption(v) {
-                    rv -= lambda[c.cons_row[e] as usize] * c.cons_fraction[e];
-                }
-                rv
-            };
+            let rv = if v == slack { 0.0 } else { reduced_value(c, &lambda, v) };
             if rv > first {
                 (first, second) = (rv, first);
             } else if rv > second {
@@ -217,10 +223,10 @@ struct Search<'a> {
 }
 
 impl<'a> Search<'a> {
-    /// A search of the problem with `allowed` variables, whose root starts from `basis` (dual
-    /// simplex; it must be dual feasible) or else from the slack basis (primal simplex).
-    fn new(c: &'a Compiled, limits: Limits, allowed: Vec<bool>, basis: Option<&Basis>) -> Self {
-        let lp = Lp::new(c);
+    /// A search of the problem with `allowed` variables, on `lp` (a relaxation of `c`), whose
+    /// root starts from `basis` (dual simplex; it must be dual feasible) or else from the slack
+    /// basis (primal simplex).
+    fn new(c: &'a Compiled, limits: Limits, allowed: Vec<bool>, basis: Option<&Basis>, lp: Lp<'a>) -> Self {
         Search {
             c,
             deadline: limits.deadline,
@@ -492,20 +498,14 @@ impl<'a> Search<'a> {
     /// items) and `best_of_group`. `None` when some group has nothing allowed.
     fn lagrangian_bound(&mut self, allowed: &[bool]) -> Option<f64> {
         let c = self.c;
-        let mut bound = 0.0;
-        let mut lambda = [0.0f64; MAX_LP_ROWS];
-        for (l, &dual) in lambda.iter_mut().zip(&self.lp.lambda) {
-            *l = dual.max(0.0);
-            bound += *l; // every row's right-hand side is 1 (a fraction of capacity)
-        }
+        let lambda = lagrange_multipliers(&self.lp);
+        // Every row's right-hand side is 1 (a fraction of capacity).
+        let mut bound: f64 = lambda.iter().sum();
         for g in 0..c.groups() {
             let mut best = if allowed[self.lp.group_slack(g) as usize] { 0.0 } else { f64::NEG_INFINITY };
             // Only allowed items' reduced values are read (fixing, rounding, branching).
             for i in self.items_of(g).filter(|&i| allowed[i as usize]) {
-                let mut rv = c.value[i as usize];
-                for e in c.consumption(i) {
-                    rv -= lambda[c.cons_row[e] as usize] * c.cons_fraction[e];
-                }
+                let rv = reduced_value(c, &lambda, i);
                 self.reduced[i as usize] = rv;
                 if rv > best {
                     best = rv;

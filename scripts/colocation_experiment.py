@@ -10,21 +10,25 @@ One run of one policy on this machine:
   scheduled send time, so queueing shows in the tail);
 * best-effort antagonists (stress-ng: cpu, cache, memory bandwidth, io), each kind in its own
   cgroup (`colo-be/<kind>`, or `colo-be-<kind>` under entente: see `be_leaf`), started,
-  stopped and changed in phase by the scripted TIMELINE;
+  stopped and changed in phase by the scripted timeline (`scripted_timeline`);
 * one policy controlling the cpu of those cgroups:
   - ``none``: no limits at all;
-  - ``static``: the best-effort parent `colo-be` capped at a fixed quota (half the machine: one
-    core for the single-threaded service, one for the antagonists), never changed;
+  - ``static``: the best-effort parent `colo-be` capped at a fixed quota (half the host's cpus),
+    never changed;
   - ``reactive``: a PARTIES/Heracles-style controller, every second: latency slack
     (SLO - p99) / SLO of the last second < 0 halves the best-effort quota, < 0.1 shrinks it by
-    one step, > 0.3 grows it by one step (a step is 5 % of the machine);
+    one step, > 0.3 grows it by one step (a step is 5 % of the host's cpus);
   - ``entente``: nats-server, three arbiters, the predictor and the agent; the agent negotiates
     for `colo-lc` (latency-critical, SLO p99 from the generator's metrics endpoint) and every
     `colo-be-<kind>` (best-effort) and enforces the decisions on the cgroups;
   - ``entente-observe`` (an ablation, only when named in ``--policies``): the same control plane
     deciding every round, but the agent's dry-run backend enforcing nothing and the antagonists
     where no control has them, so that against ``none`` it shows what the control plane itself
-    costs the service on these two cores.
+    costs the service.
+
+The host is a subset of the machine's cpus (`--host-cpus`, by default all but the first): the
+service, the antagonists and the agent run there, while the control plane that a deployment runs
+on other machines, the load generator and this harness run on the rest (see `Layout`).
 
 Per policy it reports the share of 1 s windows whose p99 breaks the SLO, p99 and p999 over the
 run, best-effort throughput (stress-ng bogo-ops/s per stressor, and an index relative to no
@@ -64,32 +68,89 @@ CONTROL_SHARES = 128
 BE_KINDS = ["cpu", "cache", "mem", "io"]
 PERIOD_US = 100_000
 NCPU = os.cpu_count() or 1
-MACHINE_MILLI = NCPU * 1000
 POLICIES = ["none", "static", "reactive", "entente"]
 # An ablation, run only when named in --policies: entente's whole control plane (NATS, arbiters,
 # predictor, agent) deciding every round, but the agent enforcing nothing (its dry-run backend)
 # and the antagonists where no control has them. Against `none` it measures what running the
-# control plane on the service's own two cores costs, apart from what enforcement does.
+# control plane beside the service costs, apart from what enforcement does.
 ABLATIONS = ["entente-observe"]
 
 # The scripted timeline, in seconds of a 150 s run (scaled to --seconds): which stress-ng runs in
 # which best-effort cgroup, and when. Kinds overlap and change phase (cpu at full then half load).
+# `n` is the number of the host's cpus: the full-load phases run one worker per host cpu.
 TIMELINE_LENGTH = 150.0
-TIMELINE = [
-    # (start, end, kind, stress-ng arguments)
-    (10, 50, "cpu", ["--cpu", str(NCPU), "--cpu-method", "matrixprod"]),
-    (50, 70, "cpu", ["--cpu", str(NCPU), "--cpu-method", "matrixprod", "--cpu-load", "50"]),
-    (35, 80, "cache", ["--cache", str(NCPU)]),
-    (80, 110, "mem", ["--stream", str(NCPU)]),
-    (95, 125, "io", ["--hdd", "1", "--hdd-bytes", "64m"]),
-    (125, 145, "cpu", ["--cpu", "1", "--cpu-method", "matrixprod"]),
-    (125, 145, "cache", ["--cache", "1"]),
-    (125, 145, "mem", ["--stream", "1"]),
-]
 
-STATIC_BE_MILLI = MACHINE_MILLI // 2
-REACTIVE_STEP = MACHINE_MILLI // 20
-REACTIVE_MIN = MACHINE_MILLI // 20
+
+def scripted_timeline(n):
+    return [
+        # (start, end, kind, stress-ng arguments)
+        (10, 50, "cpu", ["--cpu", str(n), "--cpu-method", "matrixprod"]),
+        (50, 70, "cpu", ["--cpu", str(n), "--cpu-method", "matrixprod", "--cpu-load", "50"]),
+        (35, 80, "cache", ["--cache", str(n)]),
+        (80, 110, "mem", ["--stream", str(n)]),
+        (95, 125, "io", ["--hdd", "1", "--hdd-bytes", "64m"]),
+        (125, 145, "cpu", ["--cpu", "1", "--cpu-method", "matrixprod"]),
+        (125, 145, "cache", ["--cache", "1"]),
+        (125, 145, "mem", ["--stream", "1"]),
+    ]
+
+
+class Layout:
+    """Which cpus are the measured host and which stand in for the other machines.
+
+    A deployment runs NATS, the arbiters and the predictor on machines of their own, and the load
+    generator is the measuring instrument, not a workload. On one machine they can only be kept
+    off the measured host by pinning: the host (redis, the antagonists and, as on any host,
+    entente's agent) runs on `host_cpus`, everything else (the control plane, the generator,
+    this harness) on `offhost_cpus`. With `--host-cpus all` everything shares every cpu (the
+    layout of the earlier results). Every policy gets the same layout, and every cpu figure of
+    the policies (static partition, reactive steps, the agent's capacity) is a share of the
+    host's cpus, not the machine's."""
+
+    def __init__(self, host_cpus, offhost_cpus):
+        self.host_cpus, self.offhost_cpus = list(host_cpus), list(offhost_cpus)
+        self.shared = self.host_cpus == self.offhost_cpus
+        self.host_milli = len(self.host_cpus) * 1000
+        # Static partition: half the host to the best-effort work (the single-threaded service
+        # needs at most one core). Reactive: steps and floor of 5 % of the host.
+        self.static_be_milli = self.host_milli // 2
+        self.reactive_step = self.host_milli // 20
+        self.reactive_min = self.host_milli // 20
+
+    @classmethod
+    def parse(cls, spec):
+        """`--host-cpus`: `auto` (every cpu but the first, when there are two or more), `all`, or
+        a comma-separated list of cpu numbers; the cpus not named are the off-host ones."""
+        every = sorted(os.sched_getaffinity(0))
+        if spec == "all":
+            return cls(every, every)
+        if spec == "auto":
+            host = every[1:] if len(every) > 1 else every
+        else:
+            try:
+                host = sorted({int(c) for c in spec.split(",") if c.strip()})
+            except ValueError:
+                raise ValueError(f"--host-cpus {spec!r}: expected 'auto', 'all' or cpu numbers such as 1 or 2,3")
+        unknown = [c for c in host if c not in every]
+        if not host or unknown:
+            raise ValueError(f"--host-cpus {spec!r}: cpus {unknown or host} are not among this process's cpus {every}")
+        rest = [c for c in every if c not in host]
+        return cls(host, rest or every)
+
+    @classmethod
+    def of_run(cls, run):
+        """The layout a recorded run used (runs from before layouts shared every cpu)."""
+        every = list(range(run.get("nproc", NCPU)))
+        return cls(run.get("host_cpus", every), run.get("offhost_cpus", every))
+
+    def timeline(self, seconds):
+        scale = seconds / TIMELINE_LENGTH
+        return sorted((s * scale, e * scale, kind, argv) for s, e, kind, argv in scripted_timeline(len(self.host_cpus)))
+
+    def describe(self):
+        if self.shared:
+            return f"host and control plane share cpus {self.host_cpus}"
+        return f"host on cpus {self.host_cpus}, control plane and load generator on cpus {self.offhost_cpus}"
 
 
 # ---------------------------------------------------------------- cgroups
@@ -136,10 +197,18 @@ def remove_cgroups():
 
 
 def join_cgroup(path):
-    """Moves the calling process into `path` in every hierarchy (a preexec_fn)."""
+    """Moves the calling process into `path` in every hierarchy."""
     pid = str(os.getpid())
     for d in cg_dirs(path):
         (d / "cgroup.procs").write_text(pid)
+
+
+def place(path, cpus):
+    """A preexec_fn: the child joins cgroup `path` and runs on `cpus` (its children inherit both)."""
+    def enter():
+        join_cgroup(path)
+        os.sched_setaffinity(0, cpus)
+    return enter
 
 
 def set_quota(path, milli):
@@ -240,21 +309,27 @@ class Entente:
 
     def spawn(self, name, argv, env=None):
         out = open(self.work / f"{name}.log", "w")
-        # The agent runs on the host like any agent would; the rest of the control plane (NATS,
-        # arbiters, predictor), which a deployment runs on other machines, runs here in a cgroup
-        # of low cpu weight so that it competes with the service as little as it can.
-        place = None if name == "agent" else (lambda: join_cgroup(CONTROL))
-        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=place)
+        # The agent runs on the host like any agent would. The rest of the control plane (NATS,
+        # arbiters, predictor), which a deployment runs on other machines, runs off the host's
+        # cpus (see `Layout`), and in a cgroup of low cpu weight so that, where the layout
+        # shares cpus, it competes with the service as little as it can.
+        layout = self.args.layout
+        if name == "agent":
+            enter = lambda: os.sched_setaffinity(0, layout.host_cpus)
+        else:
+            enter = place(CONTROL, layout.offhost_cpus)
+        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=enter)
         self.procs.append((name, p))
         return p
 
     def config(self):
         gib = 1 << 30
+        host_milli = self.args.layout.host_milli
         lines = [
             'host = "colo-host"',
             "interval_ms = 1000",
             f'backend = "{"dry-run" if self.policy == "entente-observe" else "cgroup-v1"}"',
-            f"capacity = {{ cpu = {MACHINE_MILLI}, memory = {20 * gib}, disk_bw = 0, net_bw = 0 }}",
+            f"capacity = {{ cpu = {host_milli}, memory = {20 * gib}, disk_bw = 0, net_bw = 0 }}",
             "",
             "[[workload]]",
             'id = "redis"',
@@ -264,7 +339,7 @@ class Entente:
             f'slo = {{ type = "metric", url = "{self.metrics_url}", metric = "redis_p99_ms", '
             f"target = {self.slo_ms}, higher_is_better = false }}",
             f"guaranteed = {{ cpu = {self.args.lc_guarantee_milli}, memory = {256 << 20}, disk_bw = 0, net_bw = 0 }}",
-            f"limit = {{ cpu = {MACHINE_MILLI}, memory = {gib}, disk_bw = 0, net_bw = 0 }}",
+            f"limit = {{ cpu = {host_milli}, memory = {gib}, disk_bw = 0, net_bw = 0 }}",
         ]
         for kind in BE_KINDS:
             lines += [
@@ -280,7 +355,7 @@ class Entente:
                 # allocation is a hard limit from the first second, so a smaller guarantee got
                 # the stressor killed before the agent saw it grow.
                 f"guaranteed = {{ cpu = {self.args.be_guarantee_milli}, memory = {4 * gib}, disk_bw = 0, net_bw = 0 }}",
-                f"limit = {{ cpu = {MACHINE_MILLI}, memory = {4 * gib}, disk_bw = 0, net_bw = 0 }}",
+                f"limit = {{ cpu = {host_milli}, memory = {4 * gib}, disk_bw = 0, net_bw = 0 }}",
             ]
         path = self.work / "agent.toml"
         path.write_text("\n".join(lines) + "\n")
@@ -325,13 +400,9 @@ class Entente:
 
 # ---------------------------------------------------------------- one run
 
-def timeline(seconds):
-    scale = seconds / TIMELINE_LENGTH
-    return sorted((s * scale, e * scale, kind, argv) for s, e, kind, argv in TIMELINE)
-
-
 def run_once(args, policy, rep, out_dir):
     name = f"{policy}-{rep}"
+    layout = args.layout
     work = Path(tempfile.mkdtemp(prefix=f"colo-{name}-"))
     log(f"run {name}: {args.seconds:.0f} s")
     make_cgroups()
@@ -343,7 +414,7 @@ def run_once(args, policy, rep, out_dir):
     redis = subprocess.Popen(
         ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--protected-mode", "no", "--dir", str(work)],
-        stdout=open(work / "redis.log", "w"), stderr=subprocess.STDOUT, preexec_fn=lambda: join_cgroup(LC))
+        stdout=open(work / "redis.log", "w"), stderr=subprocess.STDOUT, preexec_fn=place(LC, layout.host_cpus))
     for _ in range(100):
         try:
             socket.create_connection(("127.0.0.1", redis_port), 0.2).close()
@@ -356,9 +427,9 @@ def run_once(args, policy, rep, out_dir):
     adjustments = 0
     try:
         if policy == "static":
-            set_quota(BE, STATIC_BE_MILLI)
+            set_quota(BE, layout.static_be_milli)
         elif policy == "reactive":
-            set_quota(BE, STATIC_BE_MILLI)
+            set_quota(BE, layout.static_be_milli)
         elif is_entente(policy):
             entente = Entente(args, work, metrics_url, args.slo_ms, policy)
             entente.start()
@@ -366,12 +437,12 @@ def run_once(args, policy, rep, out_dir):
             [f"{args.bin_dir}/examples/redis_openloop", "--addr", f"127.0.0.1:{redis_port}", "--rate", str(args.rate),
              "--duration-s", str(args.seconds), "--out", str(work / "latency.jsonl"),
              "--metrics-port", str(metrics_port)],
-            stdout=subprocess.PIPE, stderr=open(work / "loadgen.err", "w"), preexec_fn=lambda: join_cgroup(CLIENT))
-        plan = timeline(args.seconds)
+            stdout=subprocess.PIPE, stderr=open(work / "loadgen.err", "w"), preexec_fn=place(CLIENT, layout.offhost_cpus))
+        plan = layout.timeline(args.seconds)
         t0 = time.time()
         pending = list(plan)
         running = {}
-        reactive_quota = STATIC_BE_MILLI
+        reactive_quota = layout.static_be_milli
         # Best-effort cpu is summed over the antagonists' own cgroups, whichever the layout.
         accounted = [LC, CLIENT, CONTROL] + be_leaves(policy)
         # The cpu knobs sampled each second; samples name the antagonists `be/<kind>` in either
@@ -396,7 +467,7 @@ def run_once(args, policy, rep, out_dir):
                     ["stress-ng", *argv, "--timeout", f"{max(1, round(e - s))}s", "--metrics", "--yaml", str(y),
                      "--temp-path", str(tmp)],
                     stdout=subprocess.DEVNULL, stderr=open(work / f"stress-{kind}.err", "a"),
-                    preexec_fn=lambda p=path: join_cgroup(p))
+                    preexec_fn=place(path, layout.host_cpus))
                 running[kind] = (s, e, kind, proc, y)
                 stressors.append((kind, s, e, proc, y))
             # Sleep to the next whole second of the run.
@@ -411,14 +482,14 @@ def run_once(args, policy, rep, out_dir):
                 slack = (args.slo_ms - p99) / args.slo_ms
                 new = reactive_quota
                 if slack < 0:
-                    new = max(REACTIVE_MIN, reactive_quota // 2)
+                    new = max(layout.reactive_min, reactive_quota // 2)
                 elif slack < 0.1:
-                    new = max(REACTIVE_MIN, reactive_quota - REACTIVE_STEP)
+                    new = max(layout.reactive_min, reactive_quota - layout.reactive_step)
                 elif slack > 0.3:
-                    new = min(MACHINE_MILLI, reactive_quota + REACTIVE_STEP)
+                    new = min(layout.host_milli, reactive_quota + layout.reactive_step)
                 if new != reactive_quota:
                     reactive_quota = new
-                    set_quota(BE, None if new >= MACHINE_MILLI else new)
+                    set_quota(BE, None if new >= layout.host_milli else new)
             quotas = {p: read_quota(p) for p in knobs}
             shares = {p: read_shares(p) for p in knobs}
             # A change of a cgroup's quota or weight (or both) in a second is one adjustment.
@@ -465,13 +536,15 @@ def run_once(args, policy, rep, out_dir):
                 line = line.strip()
                 if line.startswith("bogo-ops:"):
                     ops += float(line.split(":", 1)[1])
-        stressor = next(a for a in TIMELINE if a[2] == kind)[3][0].lstrip("-")
+        stressor = next(a for a in plan if a[2] == kind)[3][0].lstrip("-")
         name_ = {"cpu": "cpu", "cache": "cache", "stream": "stream", "hdd": "hdd"}[stressor]
         b = bogo.setdefault(name_, {"ops": 0.0, "seconds": 0.0})
         b["ops"] += ops
         b["seconds"] += e - s
     result = {
-        "policy": policy, "rep": rep, "seconds": args.seconds, "rate": args.rate, "slo_ms": args.slo_ms,
+        "policy": policy, "rep": rep, "seconds": args.seconds,
+        "nproc": NCPU, "host_cpus": layout.host_cpus, "offhost_cpus": layout.offhost_cpus,
+        "rate": args.rate, "slo_ms": args.slo_ms,
         "loadgen": summary, "windows": windows, "samples": samples, "bogo": bogo,
         "adjustments": adjustments,
         "be_cpu_s": sum(s["be_cpu_milli"] for s in samples) / 1000,
@@ -502,6 +575,7 @@ def percentile(values, q):
 
 
 def report(args, runs, out_dir):
+    layout = Layout.of_run(runs[0])
     by = {p: [r for r in runs if r["policy"] == p] for p in args.policies}
     rows = {}
     for p, rs in by.items():
@@ -543,14 +617,17 @@ def report(args, runs, out_dir):
         "machine": {"nproc": NCPU, "model": lscpu_model(), "kernel": os.uname().release},
         "rate": args.rate, "slo_ms": args.slo_ms, "seconds": args.seconds, "repeats": args.repeats,
         "lc_guarantee_milli": args.lc_guarantee_milli, "be_guarantee_milli": args.be_guarantee_milli,
-        "static_be_milli": STATIC_BE_MILLI, "reactive_step_milli": REACTIVE_STEP, "reactive_min_milli": REACTIVE_MIN,
-        "timeline": [{"start_s": s, "end_s": e, "kind": k, "args": a} for s, e, k, a in timeline(args.seconds)],
+        "host_cpus": layout.host_cpus, "offhost_cpus": layout.offhost_cpus,
+        "static_be_milli": layout.static_be_milli, "reactive_step_milli": layout.reactive_step,
+        "reactive_min_milli": layout.reactive_min,
+        "timeline": [{"start_s": s, "end_s": e, "kind": k, "args": a} for s, e, k, a in layout.timeline(args.seconds)],
     }
     (out_dir / "results.json").write_text(json.dumps({"meta": meta, "policies": rows}, indent=2))
     kinds = sorted({k for row in rows.values() for k in row["bogo_ops_per_s"]})
     lines = [
         f"SLO: p99 of each 1 s window ≤ {args.slo_ms} ms at {args.rate} requests/s; "
-        f"{args.repeats} run(s) of {args.seconds:.0f} s per policy; machine: {NCPU} cpus, {lscpu_model()}.",
+        f"{args.repeats} run(s) of {args.seconds:.0f} s per policy; machine: {NCPU} cpus, {lscpu_model()}; "
+        f"{layout.describe()}.",
         "",
         "| policy | windows over SLO | p99 (ms, mean of runs) | p999 (ms, mean of runs) | "
         + " | ".join(f"{k} bogo-ops/s" for k in kinds)
@@ -591,6 +668,7 @@ def plot(args, runs, out_dir):
         if not rs:
             continue
         r = rs[0]
+        layout = Layout.of_run(r)
         fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True, dpi=80)
         t = [w["second"] for w in r["windows"]]
         ax1.plot(t, [w["p99_us"] / 1000 for w in r["windows"]], lw=1, label="p99 per 1 s window")
@@ -602,7 +680,7 @@ def plot(args, runs, out_dir):
         ax1.set_title(f"{policy} (run {r['rep']}): {viol}/{len(r['windows'])} windows over SLO, "
                       f"p99 {r['loadgen']['p99_us']/1000:.2f} ms, p999 {r['loadgen']['p999_us']/1000:.2f} ms",
                       fontsize=10)
-        for s, e, kind, _ in timeline(args.seconds):
+        for s, e, kind, _ in layout.timeline(args.seconds):
             ax1.axvspan(s, e, color=colours[kind], alpha=0.08)
         st = [s["t"] for s in r["samples"]]
         ax2.plot(st, [s["lc_cpu_milli"] for s in r["samples"]], lw=1, color="tab:blue", label="redis cpu used")
@@ -616,16 +694,16 @@ def plot(args, runs, out_dir):
             kids = [q.get(f"be/{k}") for k in BE_KINDS]
             kid_sum = None if any(k is None for k in kids) else sum(kids)
             cands = [x for x in (parent, kid_sum) if x is not None]
-            return min(cands) if cands else MACHINE_MILLI
+            return min(cands) if cands else layout.host_milli
         ax2.step(st, [total_be_quota(s) for s in r["samples"]], where="post", color="k", lw=1.2,
                  label="best-effort cpu allowed")
         lcq = [s["quota_milli"].get("lc") for s in r["samples"]]
         if any(q is not None for q in lcq):
-            ax2.step(st, [q if q is not None else MACHINE_MILLI for q in lcq], where="post", color="tab:green",
+            ax2.step(st, [q if q is not None else layout.host_milli for q in lcq], where="post", color="tab:green",
                      lw=1.2, label="redis cpu allowed")
-        for s, e, kind, _ in timeline(args.seconds):
+        for s, e, kind, _ in layout.timeline(args.seconds):
             ax2.axvspan(s, e, color=colours[kind], alpha=0.08)
-        ax2.set_ylim(0, MACHINE_MILLI * 1.05)
+        ax2.set_ylim(0, layout.host_milli * 1.05)
         ax2.set_ylabel("millicores")
         ax2.set_xlabel("seconds (shading: cpu red, cache orange, memory bw purple, io brown)")
         ax2.legend(loc="upper right", fontsize=7, ncol=2)
@@ -647,6 +725,9 @@ def main():
     ap.add_argument("--bin-dir")
     ap.add_argument("--nats-server")
     ap.add_argument("--model-dir", type=Path)
+    ap.add_argument("--host-cpus", default="auto",
+                    help="the measured host's cpus: 'auto' (all but the first, which then runs the control "
+                         "plane and the load generator), 'all' (everything shares every cpu) or a list like 1 or 2,3")
     ap.add_argument("--keep-logs", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="rebuild tables and plots from --out")
     args = ap.parse_args()
@@ -659,12 +740,19 @@ def main():
         runs = [json.loads(f.read_text()) for f in sorted(args.out.glob("run-*.json"))]
         report(args, runs, args.out)
         return
+    try:
+        args.layout = Layout.parse(args.host_cpus)
+    except ValueError as e:
+        ap.error(str(e))
     if not (args.bin_dir and args.nats_server and args.model_dir):
         ap.error("--bin-dir, --nats-server and --model-dir are needed to run (not for --report-only)")
     if os.geteuid() != 0:
         sys.exit("the experiment needs root (cgroups)")
     for f in args.out.glob("run-*.json"):
         f.unlink()
+    # This harness samples and paces the runs: it is part of the instrument, off the host.
+    os.sched_setaffinity(0, args.layout.offhost_cpus)
+    log(f"layout: {args.layout.describe()}")
     runs = []
     started = time.time()
     try:

@@ -65,6 +65,8 @@ CLIENT = "colo-client"
 CLIENT_SHARES = 8192
 CONTROL = "colo-control"
 CONTROL_SHARES = 128
+# entente's agent: on the host, in a cgroup of its own so that its cpu is measured apart.
+AGENT = "colo-agent"
 BE_KINDS = ["cpu", "cache", "mem", "io"]
 PERIOD_US = 100_000
 NCPU = os.cpu_count() or 1
@@ -182,13 +184,13 @@ def cg_dirs(path):
 
 
 def make_cgroups():
-    for path in [CLIENT, CONTROL, LC, BE] + ALL_BE_LEAVES:
+    for path in [CLIENT, CONTROL, AGENT, LC, BE] + ALL_BE_LEAVES:
         for d in cg_dirs(path):
             d.mkdir(parents=True, exist_ok=True)
 
 
 def remove_cgroups():
-    for path in ALL_BE_LEAVES + [LC, BE, CLIENT, CONTROL]:
+    for path in ALL_BE_LEAVES + [LC, BE, CLIENT, CONTROL, AGENT]:
         for d in cg_dirs(path):
             try:
                 d.rmdir()
@@ -239,6 +241,18 @@ def read_cpu_ns(path):
         return int((CG / "cpuacct" / path / "cpuacct.usage").read_text())
     except OSError:
         return 0
+
+
+def read_throttled(path):
+    """How many cfs periods `path` has been throttled in (`cpu.stat` nr_throttled), 0 if unknown."""
+    try:
+        for line in (CG / "cpu" / path / "cpu.stat").read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == "nr_throttled":
+                return int(value)
+    except OSError:
+        pass
+    return 0
 
 
 def host_busy_ns():
@@ -315,7 +329,7 @@ class Entente:
         # shares cpus, it competes with the service as little as it can.
         layout = self.args.layout
         if name == "agent":
-            enter = lambda: os.sched_setaffinity(0, layout.host_cpus)
+            enter = place(AGENT, layout.host_cpus)
         else:
             enter = place(CONTROL, layout.offhost_cpus)
         p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=enter)
@@ -444,12 +458,13 @@ def run_once(args, policy, rep, out_dir):
         running = {}
         reactive_quota = layout.static_be_milli
         # Best-effort cpu is summed over the antagonists' own cgroups, whichever the layout.
-        accounted = [LC, CLIENT, CONTROL] + be_leaves(policy)
+        accounted = [LC, CLIENT, CONTROL, AGENT] + be_leaves(policy)
         # The cpu knobs sampled each second; samples name the antagonists `be/<kind>` in either
         # layout.
         knobs = {LC: "lc", BE: "be", **{be_leaf(policy, k): f"be/{k}" for k in BE_KINDS}}
         last_cpu = {p: read_cpu_ns(p) for p in accounted}
         last_busy = host_busy_ns()
+        last_throttled = read_throttled(LC)
         last_quotas = None
         tick = 1
         while time.time() - t0 < args.seconds:
@@ -498,6 +513,7 @@ def run_once(args, policy, rep, out_dir):
             last_quotas = {p: (quotas[p], shares[p]) for p in quotas}
             cpu = {p: read_cpu_ns(p) for p in accounted}
             busy = host_busy_ns()
+            throttled = read_throttled(LC)
             ours = sum(cpu[p] - last_cpu[p] for p in cpu)
             samples.append({
                 # Everything else on the host: the policy's own processes (entente's binaries,
@@ -505,6 +521,9 @@ def run_once(args, policy, rep, out_dir):
                 "other_cpu_milli": max(0.0, (busy - last_busy - ours) / 1e6),
                 "client_cpu_milli": (cpu[CLIENT] - last_cpu[CLIENT]) / 1e6,
                 "control_cpu_milli": (cpu[CONTROL] - last_cpu[CONTROL]) / 1e6,
+                "agent_cpu_milli": (cpu[AGENT] - last_cpu[AGENT]) / 1e6,
+                # Periods in which the service's own quota stopped it (policies that cap it).
+                "lc_throttled_periods": throttled - last_throttled,
                 "t": round(time.time() - t0, 3),
                 "p99_ms": p99,
                 "lc_cpu_milli": (cpu[LC] - last_cpu[LC]) / 1e6,
@@ -513,7 +532,7 @@ def run_once(args, policy, rep, out_dir):
                 "shares": {knobs[p]: w for p, w in shares.items()},
                 "active": sorted(k for k, v in running.items() if v[3].poll() is None),
             })
-            last_cpu, last_busy = cpu, busy
+            last_cpu, last_busy, last_throttled = cpu, busy, throttled
         out, _ = loadgen.communicate(timeout=30)
         summary = json.loads(out.decode().strip().splitlines()[-1])
     finally:
@@ -550,6 +569,7 @@ def run_once(args, policy, rep, out_dir):
         "be_cpu_s": sum(s["be_cpu_milli"] for s in samples) / 1000,
         "other_cpu_cores": sum(s["other_cpu_milli"] for s in samples) / max(1, len(samples)) / 1000,
         "control_cpu_cores": sum(s["control_cpu_milli"] for s in samples) / max(1, len(samples)) / 1000,
+        "agent_cpu_cores": sum(s["agent_cpu_milli"] for s in samples) / max(1, len(samples)) / 1000,
         "loadavg_after": os.getloadavg()[0],
     }
     (out_dir / f"run-{name}.json").write_text(json.dumps(result))

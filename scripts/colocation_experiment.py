@@ -263,8 +263,12 @@ def host_busy_ns():
 
 
 def reset_limits():
-    for path in [LC, BE] + ALL_BE_LEAVES:
+    for path in [LC, BE, CONTROL] + ALL_BE_LEAVES:
         try:
+            # Out of the idle class first (where the kernel has one): it refuses a weight there.
+            idle = CG / "cpu" / path / "cpu.idle"
+            if idle.exists():
+                idle.write_text("0")
             set_quota(path, None)
             (CG / "cpu" / path / "cpu.shares").write_text("1024")
             (CG / "memory" / path / "memory.limit_in_bytes").write_text("-1")
@@ -362,6 +366,7 @@ class Entente:
                 f'id = "be-{kind}"',
                 f'cgroup = "{be_leaf(self.policy, kind)}"',
                 'class = "best_effort"',
+                *([f'cpu_enforcement = "{self.args.be_cpu_enforcement}"'] if self.args.be_cpu_enforcement else []),
                 "priority = 20",
                 # Memory is not what this experiment is about: the guarantee is the whole limit.
                 # stress-ng sizes its cache and stream buffers from the last-level cache (one
@@ -423,6 +428,13 @@ def run_once(args, policy, rep, out_dir):
     reset_limits()
     (CG / "cpu" / CLIENT / "cpu.shares").write_text(str(CLIENT_SHARES))
     (CG / "cpu" / CONTROL / "cpu.shares").write_text(str(CONTROL_SHARES))
+    # Off the host, the control plane stands in for other machines and shares its cpus only with
+    # the measuring instrument (the load generator), which it must not delay: it runs in the
+    # kernel's idle class there, where the kernel has one. Sharing the host's cpus, it keeps its
+    # low weight, so that what it costs the service is measured.
+    control_idle = CG / "cpu" / CONTROL / "cpu.idle"
+    if control_idle.exists():
+        control_idle.write_text("0" if layout.shared else "1")
     redis_port, metrics_port = free_port(), free_port()
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     redis = subprocess.Popen(
@@ -748,6 +760,9 @@ def main():
     ap.add_argument("--host-cpus", default="auto",
                     help="the measured host's cpus: 'auto' (all but the first, which then runs the control "
                          "plane and the load generator), 'all' (everything shares every cpu) or a list like 1 or 2,3")
+    ap.add_argument("--be-cpu-enforcement", choices=["idle", "share", "cap"],
+                    help="how entente's agent holds the antagonists' cpu (default: the agent's default for "
+                         "best-effort work)")
     ap.add_argument("--keep-logs", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="rebuild tables and plots from --out")
     args = ap.parse_args()

@@ -37,23 +37,27 @@ pub enum CpuMode {
     /// The allocation is a reduced weight: the workload may use any cpu its neighbours leave
     /// idle, up to its limit, and yields to capped neighbours when they want theirs.
     Share,
+    /// As `Share`, in the kernel's idle class: every other workload preempts it the moment it
+    /// wakes, and idle workloads divide what is left equally.
+    Idle,
 }
 
 impl CpuMode {
-    /// The default of a class: best-effort work shares, the rest is capped.
+    /// The default of a class: best-effort work scavenges (idle), the rest is capped.
     pub fn default_for(class: WorkloadClass) -> CpuMode {
         match class {
-            WorkloadClass::BestEffort => CpuMode::Share,
+            WorkloadClass::BestEffort => CpuMode::Idle,
             WorkloadClass::LatencyCritical | WorkloadClass::Batch => CpuMode::Cap,
         }
     }
 
-    /// Parses `cap` or `share`.
+    /// Parses `cap`, `share` or `idle`.
     pub fn parse(text: &str) -> Result<CpuMode, String> {
         match text {
             "cap" => Ok(CpuMode::Cap),
             "share" => Ok(CpuMode::Share),
-            other => Err(format!("cpu enforcement {other:?} is not cap or share")),
+            "idle" => Ok(CpuMode::Idle),
+            other => Err(format!("cpu enforcement {other:?} is not cap, share or idle")),
         }
     }
 }
@@ -219,11 +223,13 @@ impl WorkloadConfig {
             .map_err(|e| ConfigError::Workload { workload: self.id.to_string(), message: e.to_string() })
     }
 
-    /// How the enforcer holds this workload's cpu: a sharing workload is capped at its limit.
+    /// How the enforcer holds this workload's cpu: a sharing or idle workload is capped at its
+    /// limit.
     pub fn cpu_enforcement(&self) -> CpuEnforcement {
         match self.cpu_mode {
             CpuMode::Cap => CpuEnforcement::Cap,
             CpuMode::Share => CpuEnforcement::Share { up_to: self.limit.cpu },
+            CpuMode::Idle => CpuEnforcement::Idle { up_to: self.limit.cpu },
         }
     }
 
@@ -296,7 +302,9 @@ mod tests {
             FileSettings::parse(&table).and_then(|s| s.workloads(&host()).map_err(|e| e.to_string()))
         };
         let be = workload("best_effort", "").unwrap();
-        assert_eq!(be[0].cpu_enforcement(), CpuEnforcement::Share { up_to: 1500 });
+        assert_eq!(be[0].cpu_enforcement(), CpuEnforcement::Idle { up_to: 1500 });
+        let shared = workload("best_effort", "cpu_enforcement = \"share\"").unwrap();
+        assert_eq!(shared[0].cpu_enforcement(), CpuEnforcement::Share { up_to: 1500 });
         let capped = workload("best_effort", "cpu_enforcement = \"cap\"").unwrap();
         assert_eq!(capped[0].cpu_enforcement(), CpuEnforcement::Cap);
         let shared_lc = workload("latency_critical", "cpu_enforcement = \"share\"").unwrap();

@@ -238,7 +238,7 @@ pub async fn discover_containers() -> Result<Vec<WorkloadConfig>, String> {
 /// | `entente.guaranteed.<resource>`, `entente.limit.<resource>` | amounts (`cpu` in millicores, `memory` in bytes, ...) |
 /// | `entente.slo.psi` | `<cpu\|memory\|io>:<some\|full>:<max avg10 %>` |
 /// | `entente.slo.metric` | `<url>\|<metric>\|<target>`: a gauge that must stay at or under the target |
-/// | `entente.cpu_enforcement` | `cap` or `share` (default: `share` for best-effort, else `cap`) |
+/// | `entente.cpu_enforcement` | `cap`, `share` or `idle` (default: `idle` for best-effort, else `cap`) |
 pub fn config_from_labels(container: &str, labels: &HashMap<String, String>) -> Result<WorkloadConfig, String> {
     let get = |key: &str| labels.get(&format!("entente.{key}")).map(|s| s.trim());
     let class = match get("class").ok_or("missing label entente.class")? {
@@ -357,8 +357,9 @@ mod tests {
             pairs.extend_from_slice(extra);
             config_from_labels("scraper", &labels(&pairs)).unwrap()
         };
-        assert_eq!(be(&[]).cpu_mode, CpuMode::Share, "best-effort work shares by default");
-        assert_eq!(be(&[]).cpu_enforcement(), crate::enforce::CpuEnforcement::Share { up_to: 1500 });
+        assert_eq!(be(&[]).cpu_mode, CpuMode::Idle, "best-effort work scavenges by default");
+        assert_eq!(be(&[]).cpu_enforcement(), crate::enforce::CpuEnforcement::Idle { up_to: 1500 });
+        assert_eq!(be(&[("entente.cpu_enforcement", "share")]).cpu_mode, CpuMode::Share);
         assert_eq!(be(&[("entente.cpu_enforcement", "cap")]).cpu_enforcement(), crate::enforce::CpuEnforcement::Cap);
     }
 
@@ -370,7 +371,7 @@ mod tests {
             (&[("entente.class", "batch"), ("entente.priority", "0")], "entente.priority"),
             (&[("entente.class", "batch"), ("entente.limit.cpu", "-1")], "entente.limit.cpu"),
             (&[("entente.class", "batch"), ("entente.slo.psi", "cpu:5")], "entente.slo.psi"),
-            (&[("entente.class", "batch"), ("entente.cpu_enforcement", "soft")], "\"soft\" is not cap or share"),
+            (&[("entente.class", "batch"), ("entente.cpu_enforcement", "soft")], "\"soft\" is not cap, share or idle"),
         ];
         for (pairs, expected) in cases {
             let err = config_from_labels("c", &labels(pairs)).unwrap_err();

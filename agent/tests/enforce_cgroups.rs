@@ -299,6 +299,46 @@ async fn a_sharing_workload_runs_past_its_allocation_unthrottled_with_a_fraction
     assert_eq!(nr_throttled(&cpu_dir), throttled_before, "the sharing workload was throttled");
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn an_idle_workload_is_put_in_the_kernels_idle_class_and_taken_out_again() {
+    let layout = layout();
+    let (kind, mounts) = cpu_capable_backend(&layout);
+    let backend = backend_for(&layout, kind, &[]).await.unwrap();
+    let cgroup = TestCgroup::create(&mounts.iter().map(PathBuf::as_path).collect::<Vec<_>>());
+    let cpu_dir = mounts[0].join(&cgroup.relative);
+    let weight_file = if cpu_dir.join("cpu.shares").exists() { "cpu.shares" } else { "cpu.weight" };
+    let read = |file: &str| fs::read_to_string(cpu_dir.join(file)).unwrap().trim().to_string();
+    let mut enforcer = Enforcer::new(backend.clone());
+    enforcer.register(workload("scavenger"), cgroup.target(), ResourceVector::new(50, 0, 0, 0), CpuEnforcement::Idle { up_to: 2000 });
+
+    let start = now_ms();
+    let outcome = enforcer
+        .on_allocation(&workload("scavenger"), ResourceVector::new(300, 0, 0, 0), start + 60_000, start)
+        .await
+        .unwrap();
+    assert_eq!(outcome.applied, Some(AppliedBecause::Decided));
+    assert_eq!(backend.read(&cgroup.target()).await.unwrap().cpu, 2000, "the quota is the limit");
+    if !cpu_dir.join("cpu.idle").exists() {
+        // Before Linux 5.15 there is no idle class: the workload is enforced as a sharing one.
+        eprintln!("this kernel has no cpu.idle; the idle workload got a sharing weight instead");
+        assert_eq!(read(weight_file), if weight_file == "cpu.shares" { "4" } else { "1" });
+        return;
+    }
+    assert_eq!(read("cpu.idle"), "1");
+
+    // Held as a sharer now: out of the idle class, with the sharing weight written.
+    let mut enforcer = Enforcer::new(backend.clone());
+    enforcer.register(workload("scavenger"), cgroup.target(), ResourceVector::new(50, 0, 0, 0), CpuEnforcement::Share { up_to: 2000 });
+    let outcome = enforcer
+        .on_allocation(&workload("scavenger"), ResourceVector::new(2000, 0, 0, 0), start + 60_000, start + 1)
+        .await
+        .unwrap();
+    assert_eq!(outcome.applied, Some(AppliedBecause::Decided));
+    assert_eq!(read("cpu.idle"), "0");
+    // 2000 millicores are 2048 shares, a 64th of it 32 (v2: the same shares mapped onto 1..10000).
+    assert_eq!(read(weight_file), if weight_file == "cpu.shares" { "32" } else { "2" });
+}
+
 /// Skips (with a message) when the host has no v1 controllers: a v2-only host is covered by the
 /// v2 tests and the cpu test above.
 fn v1_mount(layout: &CgroupLayout, controller: &str) -> Option<PathBuf> {

@@ -39,6 +39,23 @@ impl CgroupFiles {
         parse_limit(path, content.trim())
     }
 
+    /// Puts the cgroup in `dir` into the kernel's idle class or takes it out (`cpu.idle`, the
+    /// same file in v1 and v2), and says whether it is idle now. A kernel without the file
+    /// (before 5.15) has no idle class: nothing is written and the answer is `false`, so the
+    /// caller enforces a weight instead. Call it before writing a weight: the kernel refuses a
+    /// weight for an idle group, and restores the group's previous weight when it leaves.
+    pub(crate) fn set_idle(&self, dir: &Path, idle: bool) -> Result<bool, EnforceError> {
+        let file = dir.join("cpu.idle");
+        if !file.exists() {
+            return Ok(false);
+        }
+        let now = self.read_limit(&file)? == Some(1);
+        if now != idle {
+            self.write(&file, if idle { "1" } else { "0" })?;
+        }
+        Ok(idle)
+    }
+
     pub(crate) fn write(&self, path: &Path, value: &str) -> Result<(), EnforceError> {
         self.writes.fetch_add(1, Ordering::Relaxed);
         fs::write(path, value).map_err(|source| {

@@ -3,7 +3,8 @@
 //!
 //! * cpu: `cpu.cfs_period_us` (100 ms) and `cpu.cfs_quota_us` cap the workload at its ceiling
 //!   (its allocation, or more when it shares: see the `enforce` module); `cpu.shares` is its
-//!   weight (1024 per core of allocation, a fraction of that when it shares).
+//!   weight (1024 per core of allocation, a fraction of that when it shares), and `cpu.idle`
+//!   puts an idle workload in the kernel's idle class instead.
 //! * memory: `memory.limit_in_bytes`, which the kernel rounds down to whole pages. Lowering it
 //!   below current usage makes the kernel reclaim first; if it cannot, the write fails with EBUSY
 //!   and we report [`EnforceError::MemoryBelowUsage`] instead of killing anything. 0 removes the
@@ -172,10 +173,12 @@ impl Backend for CgroupV1Backend {
                             .map_or("-1".to_string(), |q| q.to_string());
                         self.files.write(&dir.join("cpu.cfs_quota_us"), &quota)?;
                     }
-                    let shares_file = dir.join("cpu.shares");
-                    let shares = setting.cpu_shares;
-                    if self.files.read_limit(&shares_file)? != Some(shares) {
-                        self.files.write(&shares_file, &shares.to_string())?;
+                    if !self.files.set_idle(&dir, setting.cpu_idle)? {
+                        let shares_file = dir.join("cpu.shares");
+                        let shares = setting.cpu_shares;
+                        if self.files.read_limit(&shares_file)? != Some(shares) {
+                            self.files.write(&shares_file, &shares.to_string())?;
+                        }
                     }
                 }
                 Resource::Memory => {

@@ -2,7 +2,8 @@
 //!
 //! * cpu: `cpu.max` (`quota period`, 100 ms period) caps the workload at its ceiling (its
 //!   allocation, or more when it shares: see the `enforce` module); `cpu.weight` is its weight,
-//!   the usual conversion of v1 shares (2..262144) to 1..10000.
+//!   the usual conversion of v1 shares (2..262144) to 1..10000, and `cpu.idle` puts an idle
+//!   workload in the kernel's idle class instead.
 //! * memory: `memory.high` is the allocation: above it the kernel throttles and reclaims rather
 //!   than kills. `memory.max`, the hard limit where the OOM killer acts, sits 1/8 above it so a
 //!   short overshoot slows the workload down instead of killing it. 0 sets both to `max`.
@@ -165,6 +166,9 @@ impl CgroupV2Backend {
                 cpu_quota_us(setting.cpu_ceiling).map_or("max".to_string(), |q| q.to_string());
             self.files
                 .write(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
+        }
+        if self.files.set_idle(dir, setting.cpu_idle)? {
+            return Ok(());
         }
         let weight_file = dir.join("cpu.weight");
         let weight = cpu_weight(setting.cpu_shares);

@@ -5,7 +5,8 @@
 //! * CPU: `NanoCpus` and `CpuQuota`/`CpuPeriod` are exclusive; the engine refuses to update one
 //!   kind on a container created with the other. So a container that has `NanoCpus` keeps being
 //!   updated through `NanoCpus`, any other through `CpuQuota`/`CpuPeriod` (100 ms period, as the
-//!   cgroup backends). `CpuShares` follows the allocation as on cgroup v1.
+//!   cgroup backends). `CpuShares` follows the allocation as on cgroup v1. The engine has no
+//!   setting for the kernel's idle class, so an idle workload is enforced as a sharing one.
 //! * Memory: raising `Memory` above the container's `MemorySwap` is refused, so `MemorySwap` is
 //!   always sent with it, equal to it (no swap beyond the allocation). The engine refuses limits
 //!   under 6 MiB (the error is reported) and refuses -1 on update, so a limit once set cannot be

@@ -36,16 +36,27 @@
 //!   their allocations, and a capped workload that wakes up preempts them (CFS and EEVDF favour
 //!   the heavier entity on a wake-up), so cpu a neighbour bought is the neighbour's the moment
 //!   it wants it, without a quota.
+//! * an **idle** workload (a scavenger) has no quota below its limit either, and runs in the
+//!   kernel's idle class (`cpu.idle`, Linux 5.15 and later, v1 and v2): any other workload that
+//!   wakes up preempts it at once, where a heavier weight only wins once the running sharer's
+//!   slice is over (EEVDF protects a running task's slice from wake-ups). Idle workloads divide
+//!   contended cpu among themselves equally, whatever their allocations: the price of the
+//!   immediate preemption. Where the kernel (or Docker, which has no such setting) offers no
+//!   idle class, an idle workload is enforced as a sharing one.
 //!
-//! The backend is handed the quota and the weight in a [`Setting`]. Sharing is the default for
-//! best-effort work, because the colocation experiment (docs/EVALUATION.md) showed, on two
-//! different machines, that a CFS quota on best-effort work makes a latency-critical
-//! neighbour's tail *worse*: a throttled group comes back at the start of the next period with
-//! a burst of all its threads, and requests that arrive then wait. Quotas of "allocation plus
-//! the cpu no allocation holds" throttled the antagonists in more than half of their periods
-//! and broke the SLO more often than no control at all; weights alone did not. With equal
-//! weights per core, on the other hand, a service holding 500 millicores next to best-effort
-//! work holding as much got no more wake-up priority than with no control.
+//! The backend is handed the quota, the weight and the idle flag in a [`Setting`]. Idle is the
+//! default for best-effort work, because of the colocation experiment (docs/EVALUATION.md):
+//!
+//! * A CFS quota on best-effort work makes a latency-critical neighbour's tail *worse*, on two
+//!   different machines: a throttled group comes back at the start of the next period with a
+//!   burst of all its threads, and requests that arrive then wait. Quotas of "allocation plus
+//!   the cpu no allocation holds" throttled the antagonists in more than half of their periods
+//!   and broke the SLO more often than no control at all.
+//! * With equal weights per core, a service holding 500 millicores next to best-effort work
+//!   holding as much got no more wake-up priority than with no control.
+//! * With the service and a cpu-bound antagonist on one core, a weight of a 64th (sharing)
+//!   still left the service waiting for the antagonist's slice: p99 windows of 4 to 15 ms;
+//!   the idle class brought them to 1 ms or below.
 //!
 //! `disk_bw` is the read + write bandwidth of the workload. Block-layer throttles are set per
 //! device and per direction; each configured device gets the whole amount in each direction, an
@@ -91,6 +102,9 @@ pub enum CpuEnforcement {
     Cap,
     /// The allocation is a (reduced) weight; the quota is `up_to`, the workload's limit.
     Share { up_to: u64 },
+    /// The kernel's idle class; the quota is `up_to`, the workload's limit. Enforced as
+    /// [`CpuEnforcement::Share`] where there is no idle class.
+    Idle { up_to: u64 },
 }
 
 /// A sharing workload's cpu weight is its allocation's weight divided by this (see the module
@@ -106,6 +120,11 @@ impl CpuEnforcement {
                 alloc,
                 cpu_ceiling: up_to.max(alloc.cpu),
                 cpu_shares: (cpu_shares(alloc.cpu) / SHARING_WEIGHT_DIVISOR).max(MIN_CPU_SHARES),
+                cpu_idle: false,
+            },
+            CpuEnforcement::Idle { up_to } => Setting {
+                cpu_idle: true,
+                ..CpuEnforcement::Share { up_to }.setting(alloc)
             },
         }
     }
@@ -121,12 +140,15 @@ pub struct Setting {
     /// The cpu weight in cgroup v1 shares (1024 per core, 2..=262144); cgroup v2 and Docker
     /// convert it.
     pub cpu_shares: u64,
+    /// Run in the kernel's idle class (`cpu.idle`); `cpu_shares` is then written only where
+    /// there is no idle class (the kernel refuses a weight for an idle group).
+    pub cpu_idle: bool,
 }
 
 impl Setting {
     /// The allocation as a ceiling: the quota is the cpu allocation, the weight in proportion.
     pub fn capped(alloc: ResourceVector) -> Setting {
-        Setting { alloc, cpu_ceiling: alloc.cpu, cpu_shares: cpu_shares(alloc.cpu) }
+        Setting { alloc, cpu_ceiling: alloc.cpu, cpu_shares: cpu_shares(alloc.cpu), cpu_idle: false }
     }
 }
 
@@ -477,5 +499,16 @@ mod tests {
         assert!(share.setting(cpu(1_000)).cpu_shares > share.setting(cpu(500)).cpu_shares);
         assert_eq!(share.setting(cpu(0)).cpu_shares, 2, "the kernel's minimum");
         assert!(share.setting(cpu(2_000)).cpu_shares < CpuEnforcement::Cap.setting(cpu(100)).cpu_shares);
+        assert!(!share.setting(cpu(300)).cpu_idle);
+        assert!(!CpuEnforcement::Cap.setting(cpu(300)).cpu_idle);
+    }
+
+    #[test]
+    fn an_idle_workload_is_a_sharer_in_the_idle_class() {
+        let idle = CpuEnforcement::Idle { up_to: 2_000 }.setting(cpu(300));
+        let share = CpuEnforcement::Share { up_to: 2_000 }.setting(cpu(300));
+        assert!(idle.cpu_idle);
+        // Where there is no idle class it is enforced exactly as a sharer.
+        assert_eq!(Setting { cpu_idle: false, ..idle }, share);
     }
 }

@@ -746,11 +746,13 @@ def plot(args, runs, out_dir):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=150.0, help="length of one run's timeline")
-    ap.add_argument("--repeats", type=int, default=2)
+    # Defaults are applied after parsing: with --report-only, what the runs recorded is the default.
+    defaults = {"seconds": 150.0, "repeats": 2, "rate": 5000, "slo_ms": 5.0}
+    ap.add_argument("--seconds", type=float, help="length of one run's timeline (default 150)")
+    ap.add_argument("--repeats", type=int, help="repetitions of every policy (default 2)")
     ap.add_argument("--policies", default=",".join(POLICIES))
-    ap.add_argument("--rate", type=int, default=5000, help="redis requests per second (open loop)")
-    ap.add_argument("--slo-ms", type=float, default=5.0, help="p99 latency bound of a 1 s window")
+    ap.add_argument("--rate", type=int, help="redis requests per second, open loop (default 5000)")
+    ap.add_argument("--slo-ms", type=float, help="p99 latency bound of a 1 s window (default 5)")
     ap.add_argument("--lc-guarantee-milli", type=int, default=500)
     ap.add_argument("--be-guarantee-milli", type=int, default=50)
     ap.add_argument("--out", type=Path, required=True)
@@ -773,8 +775,19 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         runs = [json.loads(f.read_text()) for f in sorted(args.out.glob("run-*.json"))]
+        if not runs:
+            ap.error(f"--report-only: {args.out} holds no run-*.json")
+        # What the runs were recorded with, unless asked otherwise (e.g. another --slo-ms).
+        recorded = {"seconds": runs[0]["seconds"], "repeats": max(r["rep"] for r in runs),
+                    "rate": runs[0]["rate"], "slo_ms": runs[0]["slo_ms"]}
+        for name, value in recorded.items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
         report(args, runs, args.out)
         return
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     try:
         args.layout = Layout.parse(args.host_cpus)
     except ValueError as e:

@@ -778,16 +778,14 @@ def main():
         if not runs:
             ap.error(f"--report-only: {args.out} holds no run-*.json")
         # What the runs were recorded with, unless asked otherwise (e.g. another --slo-ms).
-        recorded = {"seconds": runs[0]["seconds"], "repeats": max(r["rep"] for r in runs),
+        defaults = {"seconds": runs[0]["seconds"], "repeats": max(r["rep"] for r in runs),
                     "rate": runs[0]["rate"], "slo_ms": runs[0]["slo_ms"]}
-        for name, value in recorded.items():
-            if getattr(args, name) is None:
-                setattr(args, name, value)
-        report(args, runs, args.out)
-        return
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.report_only:
+        report(args, runs, args.out)
+        return
     try:
         args.layout = Layout.parse(args.host_cpus)
     except ValueError as e:

@@ -104,13 +104,12 @@ impl HostAuction {
         if self.capacity.validate().is_err() {
             return Err(AuctionError::CapacityTooLarge { host: host() });
         }
-        let mut seen = std::collections::HashSet::new();
+        if let Some(workload) = first_duplicate(self.workloads.iter().map(|w| w.workload.as_str())) {
+            return Err(AuctionError::DuplicateWorkload { host: host(), workload: workload.to_owned() });
+        }
         let mut guaranteed = [0u128; Resource::COUNT];
         for w in &self.workloads {
             let workload = || w.workload.clone();
-            if !seen.insert(w.workload.as_str()) {
-                return Err(AuctionError::DuplicateWorkload { host: host(), workload: workload() });
-            }
             if w.guaranteed.validate().is_err() {
                 return Err(AuctionError::AmountTooLarge { host: host(), workload: workload(), what: "guarantee".into() });
             }
@@ -120,12 +119,11 @@ impl HostAuction {
             for (sum, amount) in guaranteed.iter_mut().zip(w.guaranteed.as_array()) {
                 *sum += u128::from(amount);
             }
-            let mut bundle_ids = std::collections::HashSet::new();
+            if let Some(bundle) = first_duplicate(w.bundles.iter().map(|b| b.id.as_str())) {
+                return Err(AuctionError::DuplicateBundle { host: host(), workload: workload(), bundle: bundle.to_owned() });
+            }
             for b in &w.bundles {
                 let bundle = || b.id.clone();
-                if !bundle_ids.insert(b.id.as_str()) {
-                    return Err(AuctionError::DuplicateBundle { host: host(), workload: workload(), bundle: bundle() });
-                }
                 if !b.value.is_finite() || b.value < 0.0 {
                     return Err(AuctionError::BadValue { host: host(), workload: workload(), bundle: bundle(), value: b.value });
                 }
@@ -156,6 +154,18 @@ impl HostAuction {
         }
         Ok(())
     }
+}
+
+/// A name that occurs more than once, if any. Validation runs on every host of every round, so
+/// this sorts borrowed names rather than hashing them (a hash set costs more than the rest of the
+/// check), and compares pairs directly in the common case of a few names.
+fn first_duplicate<'a>(names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let mut names: Vec<&str> = names.collect();
+    if names.len() <= 16 {
+        return names.iter().enumerate().find(|&(k, name)| names[..k].contains(name)).map(|(_, &name)| name);
+    }
+    names.sort_unstable();
+    names.windows(2).find(|pair| pair[0] == pair[1]).map(|pair| pair[0])
 }
 
 impl WorkloadBid {

@@ -72,24 +72,25 @@ impl Compiled {
                 by_group[item.group].push(i);
             }
         }
+        let mut dense = Vec::new();
         for members in &mut by_group {
-            remove_dominated(members, problem);
+            remove_dominated(members, problem, &mut dense);
         }
 
         // A row is redundant when even the greediest choice in every group cannot overfill it.
         let mut worst_case = vec![0u128; capacities.len()];
+        let mut group_max = vec![0u64; capacities.len()];
         for members in &by_group {
-            let mut group_max = vec![0u64; 0];
             for &i in members {
                 for &(row, amount) in &items[i].consumption {
-                    if group_max.is_empty() {
-                        group_max = vec![0u64; capacities.len()];
-                    }
                     group_max[row] = group_max[row].max(amount);
                 }
             }
-            for (row, &m) in group_max.iter().enumerate() {
-                worst_case[row] += u128::from(m);
+            // Each row's maximum is added once and reset for the next group.
+            for &i in members {
+                for &(row, _) in &items[i].consumption {
+                    worst_case[row] += u128::from(std::mem::take(&mut group_max[row]));
+                }
             }
         }
         let mut row_new = vec![u32::MAX; capacities.len()];
@@ -175,28 +176,30 @@ impl Compiled {
 
 /// Drops every item for which a sibling is worth at least as much and uses no more of any row.
 /// Of two identical items the first one added is kept.
-fn remove_dominated(members: &mut Vec<usize>, problem: &Problem) {
+/// Compares the members' consumption as a dense `members x rows` matrix (`dense` is scratch
+/// space), so each comparison is a straight pass over two rows of it.
+fn remove_dominated(members: &mut Vec<usize>, problem: &Problem, dense: &mut Vec<u64>) {
     // Quadratic; XOR bids are small, and a huge one is left as it is rather than stall.
     if members.len() < 2 || members.len() > 256 {
         return;
     }
     let items = problem.items();
-    let dominates = |a: usize, b: usize| {
-        let (ia, ib) = (&items[a], &items[b]);
-        ia.value >= ib.value
-            && ia.consumption.iter().all(|&(row, amount)| {
-                ib.consumption.iter().find(|&&(r, _)| r == row).is_some_and(|&(_, other)| amount <= other)
-            })
+    let rows = problem.capacities().len();
+    dense.clear();
+    dense.resize(members.len() * rows, 0);
+    for (k, &i) in members.iter().enumerate() {
+        for &(row, amount) in &items[i].consumption {
+            dense[k * rows + row] = amount;
+        }
+    }
+    // Whether member `j` dominates member `k`.
+    let dominates = |j: usize, k: usize| {
+        items[members[j]].value >= items[members[k]].value
+            && dense[j * rows..(j + 1) * rows].iter().zip(&dense[k * rows..(k + 1) * rows]).all(|(a, b)| a <= b)
     };
-    let kept: Vec<usize> = members
-        .iter()
-        .enumerate()
-        .filter(|&(k, &b)| {
-            !members.iter().enumerate().any(|(j, &a)| {
-                j != k && dominates(a, b) && (j < k || !dominates(b, a))
-            })
-        })
-        .map(|(_, &b)| b)
+    let kept: Vec<usize> = (0..members.len())
+        .filter(|&k| !(0..members.len()).any(|j| j != k && dominates(j, k) && (j < k || !dominates(k, j))))
+        .map(|k| members[k])
         .collect();
     *members = kept;
 }

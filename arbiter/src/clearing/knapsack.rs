@@ -72,7 +72,9 @@ pub(crate) fn solve(
     // The root LP, solved once here: its duals choose the core problem, and its basis starts the
     // search's root.
     let mut lp = Lp::new(c);
-    let mut basis = root_basis.cloned().unwrap_or_else(|| lp.slack_basis());
+    // Without a basis to start from, the primal simplex starts from a greedy selection's vertex.
+    let greedy = if root_basis.is_none() { greedy_selection(c, &allowed) } else { Vec::new() };
+    let mut basis = root_basis.cloned().unwrap_or_else(|| lp.basis_of(&greedy));
     let status = if root_basis.is_some() { lp.dual(&mut basis, &allowed) } else { lp.primal(&mut basis, &allowed) };
     let root_solved = status == LpStatus::Optimal;
     // The core problem first: the groups the relaxation is least sure about free, every other
@@ -90,7 +92,11 @@ pub(crate) fn solve(
     };
     let start = if root_solved { Some(&basis) } else { root_basis };
     let mut search = Search::new(c, limits, allowed.clone(), start, lp);
+    // The root's exchange search costs about a millisecond on a 40-workload host, five times the
+    // rest of the root; under a short deadline that time is better spent in the search.
+    search.root_exchanges = time_left;
     search.try_selection(&warm, &allowed, false);
+    search.try_selection(&greedy, &allowed, false);
     let mut core_nodes = 0;
     if let Some(core) = core {
         // Under a deadline the core gets half the time left, so that the whole search still
@@ -133,6 +139,86 @@ fn reduced_value(c: &Compiled, lambda: &[f64; MAX_LP_ROWS], i: u32) -> f64 {
         rv -= lambda[c.cons_row[e] as usize] * c.cons_fraction[e];
     }
     rv
+}
+
+/// A feasible selection built greedily, without the LP: every group's allowed options are
+/// reduced to the upper concave hull of (size, value), size being the sum of the fractions of
+/// each row's capacity an option uses, with "nothing" at the origin; the hull's steps of all
+/// groups are then taken in order of value per unit of size, each one that fits (in every row,
+/// exactly) replacing the group's current option. This is the classic greedy of the
+/// multiple-choice knapsack with the rows added up; its vertex starts the root LP close to its
+/// optimum, and it is a first incumbent.
+fn greedy_selection(c: &Compiled, allowed: &[bool]) -> Vec<u32> {
+    let size = |i: u32| -> f64 { c.consumption(i).map(|e| c.cons_fraction[e]).sum() };
+    // (value per size of the step, group, item the step leads to)
+    let mut steps: Vec<(f64, u32, u32)> = Vec::new();
+    let mut hull: Vec<(f64, f64, u32)> = Vec::new();
+    let mut options: Vec<(f64, f64, u32)> = Vec::new();
+    for g in 0..c.groups() {
+        options.clear();
+        options.extend(
+            (c.group_start[g]..c.group_start[g + 1])
+                .filter(|&i| allowed[i as usize])
+                .map(|i| (size(i), c.value[i as usize], i)),
+        );
+        options.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
+        hull.clear();
+        hull.push((0.0, 0.0, u32::MAX));
+        for &(s, v, i) in &options {
+            let &(last_s, last_v, _) = hull.last().expect("the origin");
+            if v <= last_v {
+                continue; // no more value for more size
+            }
+            if s <= last_s {
+                // As small as the last point and worth more: it replaces it.
+                hull.pop();
+            }
+            // Drop points below the segment to the new one (slopes must decrease).
+            while hull.len() >= 2 {
+                let (s1, v1, _) = hull[hull.len() - 2];
+                let (s2, v2, _) = hull[hull.len() - 1];
+                if (v2 - v1) * (s - s1) <= (v - v1) * (s2 - s1) {
+                    hull.pop();
+                } else {
+                    break;
+                }
+            }
+            hull.push((s, v, i));
+        }
+        for pair in hull.windows(2) {
+            let ((s1, v1, _), (s2, v2, i)) = (pair[0], pair[1]);
+            let efficiency = if s2 > s1 { (v2 - v1) / (s2 - s1) } else { f64::INFINITY };
+            steps.push((efficiency, g as u32, i));
+        }
+    }
+    steps.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+    let mut left = c.capacity.clone();
+    let mut current: Vec<u32> = vec![u32::MAX; c.groups()];
+    for &(_, g, i) in &steps {
+        let previous = current[g as usize];
+        let fits = c.consumption(i).all(|e| {
+            let r = c.cons_row[e] as usize;
+            let freed = if previous == u32::MAX {
+                0
+            } else {
+                c.consumption(previous).find(|&f| c.cons_row[f] == c.cons_row[e]).map_or(0, |f| c.cons_amount[f])
+            };
+            c.cons_amount[e] <= left[r] + freed
+        });
+        if !fits {
+            continue;
+        }
+        if previous != u32::MAX {
+            for e in c.consumption(previous) {
+                left[c.cons_row[e] as usize] += c.cons_amount[e];
+            }
+        }
+        for e in c.consumption(i) {
+            left[c.cons_row[e] as usize] -= c.cons_amount[e];
+        }
+        current[g as usize] = i;
+    }
+    current.into_iter().filter(|&i| i != u32::MAX).collect()
 }
 
 /// Groups left free in the core problem (more when the relaxation is fractional in more).
@@ -220,6 +306,8 @@ struct Search<'a> {
     open: Vec<bool>,
     /// The root's rounding heuristic also tries exchanges between two groups.
     root_exchanges: bool,
+    /// Scratch of `improve`: the ways a group can give up capacity, (value lost, group, option).
+    downgrades: Vec<(f64, usize, Option<u32>)>,
 }
 
 impl<'a> Search<'a> {
@@ -247,6 +335,7 @@ impl<'a> Search<'a> {
             preference: Vec::new(),
             open: Vec::new(),
             root_exchanges: true,
+            downgrades: Vec::new(),
             lp,
         }
     }
@@ -269,8 +358,10 @@ impl<'a> Search<'a> {
         false
     }
 
+    /// Checked at every node: reading the clock costs tens of nanoseconds, a node microseconds,
+    /// and a budget of a few hundred microseconds has no room for nodes past the deadline.
     fn out_of_time(&mut self) -> bool {
-        if !self.aborted && self.nodes % 8 == 0 {
+        if !self.aborted {
             if let Some(deadline) = self.deadline {
                 self.aborted = Instant::now() >= deadline;
             }
@@ -428,8 +519,20 @@ impl<'a> Search<'a> {
             if !exchanges {
                 break;
             }
-            // An exchange: group a gives up (part of) its item, group b takes a better one.
+            // An exchange: group a gives up (part of) its item, group b takes a better one. The
+            // ways to give up are listed once per pass, cheapest first, so that each upgrade
+            // looks only at those that leave it a gain above the best exchange found so far.
+            let mut downgrades = std::mem::take(&mut self.downgrades);
+            downgrades.clear();
+            for (a, &current_a) in choice.iter().enumerate() {
+                let Some(current_a) = current_a else { continue };
+                let options = std::iter::once(None)
+                    .chain(self.items_of(a).filter(|&i| allowed[i as usize] && i != current_a).map(Some));
+                downgrades.extend(options.map(|option| (c.value[current_a as usize] - value_of(option), a, option)));
+            }
+            downgrades.sort_unstable_by(|x, y| x.0.total_cmp(&y.0));
             let mut exchange: Option<(f64, usize, Option<u32>, usize, u32)> = None;
+            let min_gain = 1e-9 * self.best_value.abs().max(1.0);
             for b in 0..c.groups() {
                 let current_b = choice[b];
                 released(left, current_b, &mut room);
@@ -438,40 +541,36 @@ impl<'a> Search<'a> {
                     if !allowed[j as usize] || gain_b <= 1e-12 || self.fits(j, &room) {
                         continue;
                     }
-                    for a in (0..c.groups()).filter(|&a| a != b) {
-                        let Some(current_a) = choice[a] else { continue };
-                        released(&room, Some(current_a), &mut room2);
-                        let smaller = std::iter::once(None).chain(
-                            self.items_of(a).filter(|&i| allowed[i as usize] && i != current_a).map(Some),
-                        );
-                        for option in smaller {
-                            let gain = gain_b + value_of(option) - c.value[current_a as usize];
-                            if gain <= 1e-9 * self.best_value.abs().max(1.0)
-                                || exchange.as_ref().is_some_and(|x| gain <= x.0)
-                            {
-                                continue;
+                    for &(cost, a, option) in &downgrades {
+                        let gain = gain_b - cost;
+                        if gain <= exchange.as_ref().map_or(min_gain, |x| x.0) {
+                            break; // every later way to give up costs more
+                        }
+                        if a == b {
+                            continue;
+                        }
+                        released(&room, choice[a], &mut room2);
+                        let mut ok = self.fits(j, &room2);
+                        if ok {
+                            if let Some(o) = option {
+                                // Both must fit together.
+                                ok = c.consumption(o).all(|e| {
+                                    let r = c.cons_row[e] as usize;
+                                    let need_j = c
+                                        .consumption(j)
+                                        .find(|&f| c.cons_row[f] as usize == r)
+                                        .map_or(0, |f| c.cons_amount[f]);
+                                    c.cons_amount[e] + need_j <= room2[r]
+                                });
                             }
-                            let mut ok = self.fits(j, &room2);
-                            if ok {
-                                if let Some(o) = option {
-                                    // Both must fit together.
-                                    ok = c.consumption(o).all(|e| {
-                                        let r = c.cons_row[e] as usize;
-                                        let need_j = c
-                                            .consumption(j)
-                                            .find(|&f| c.cons_row[f] as usize == r)
-                                            .map_or(0, |f| c.cons_amount[f]);
-                                        c.cons_amount[e] + need_j <= room2[r]
-                                    });
-                                }
-                            }
-                            if ok {
-                                exchange = Some((gain, a, option, b, j));
-                            }
+                        }
+                        if ok {
+                            exchange = Some((gain, a, option, b, j));
                         }
                     }
                 }
             }
+            self.downgrades = downgrades;
             match exchange {
                 Some((_, a, option, b, j)) if rounds < 4 * c.groups() + 8 => {
                     // Release both groups before taking anything: only together do they fit.

@@ -176,8 +176,7 @@ impl<'a> Lp<'a> {
     fn dot_column(&self, v: u32, y: &[f64]) -> f64 {
         let v = v as usize;
         if v < self.n {
-            let col = &self.col[v * self.rows..(v + 1) * self.rows];
-            (0..self.rows).map(|r| y[r] * col[r]).sum()
+            dot(&self.col[v * self.rows..(v + 1) * self.rows], &y[..self.rows])
         } else if v < self.n + self.rows {
             y[v - self.n]
         } else {
@@ -245,8 +244,12 @@ impl<'a> Lp<'a> {
         }
         // Primal: W x = 1 - Σ_g column(key g).
         column.iter_mut().for_each(|x| *x = 1.0);
-        for g in 0..self.c.groups() {
-            self.add_column(basis.key[g], -1.0, &mut column);
+        for &k in &basis.key {
+            // Only items have a column in the rows; a key is never a row slack.
+            if (k as usize) < self.n {
+                let key_column = &self.col[k as usize * m..(k as usize + 1) * m];
+                column.iter_mut().zip(key_column).for_each(|(x, a)| *x -= a);
+            }
         }
         let mut x = std::mem::take(&mut self.x_nonkey);
         lu_solve(m, &self.lu, &self.perm, &column, &mut x);
@@ -269,9 +272,9 @@ impl<'a> Lp<'a> {
         let mut lambda = std::mem::take(&mut self.lambda);
         lu_solve_transposed(m, &self.lu, &self.perm, &column, &mut lambda);
         self.lambda = lambda;
-        for g in 0..self.c.groups() {
-            let k = basis.key[g];
-            self.mu[g] = self.value_of(k) - self.dot_column(k, &self.lambda);
+        for (mu, &k) in self.mu.iter_mut().zip(&basis.key) {
+            let k = k as usize;
+            *mu = if k < self.n { self.c.value[k] - dot(&self.col[k * m..(k + 1) * m], &self.lambda) } else { 0.0 };
         }
         self.scratch_m = column;
         true
@@ -316,6 +319,60 @@ impl<'a> Lp<'a> {
         50 * (self.rows + self.c.groups()) + 100
     }
 
+    /// The basis whose keys are `chosen` (at most one item per group; the other groups' keys are
+    /// their "nothing" slacks) and whose other basic variables are the row slacks: the vertex of
+    /// that integral selection, primal feasible when the selection fits. A good selection is a
+    /// far better start for [`Self::primal`] than the empty one, which needs a pivot for every
+    /// group that the optimum gives anything.
+    pub fn basis_of(&self, chosen: &[u32]) -> Basis {
+        let mut basis = self.slack_basis();
+        for &i in chosen {
+            basis.key[self.c.item_group[i as usize] as usize] = i;
+        }
+        basis
+    }
+
+    /// The primal simplex's entering variable at the current duals: the allowed nonbasic variable
+    /// of largest reduced cost above the tolerance (Dantzig's rule), or with `bland` the first in
+    /// index order (Bland's rule, which cannot cycle). `None` when the basis is optimal.
+    ///
+    /// Pricing is most of a primal iteration, so the items, nearly all the variables, are priced
+    /// in one loop over the dense columns with no branch on the kind of variable.
+    fn primal_entering(&self, allowed: &[bool], bland: bool) -> Option<u32> {
+        let m = self.rows;
+        let mut entering = None;
+        let mut best = self.dual_tol;
+        for j in 0..self.n {
+            if self.basic[j] || !allowed[j] {
+                continue;
+            }
+            let column = &self.col[j * m..(j + 1) * m];
+            let d = self.c.value[j] - dot(column, &self.lambda) - self.mu[self.c.item_group[j] as usize];
+            if d > best {
+                entering = Some(j as u32);
+                if bland {
+                    return entering;
+                }
+                best = d;
+            }
+        }
+        // Row slacks (reduced cost −λ_r) and group slacks (−μ_g).
+        for v in self.n..self.vars() {
+            if self.basic[v] || !allowed[v] {
+                continue;
+            }
+            let d = if v < self.n + m { -self.lambda[v - self.n] } else { -self.mu[v - self.n - m] };
+            if d > best {
+                entering = Some(v as u32);
+                if bland {
+                    return entering;
+                }
+                best = d;
+            }
+        }
+        entering
+    }
+
     /// Primal simplex from `basis`, which must be primal feasible (every basic variable within
     /// its bounds; the slack basis is when every group slack is allowed). `allowed[v]` says
     /// which variables may become positive.
@@ -334,24 +391,9 @@ impl<'a> Lp<'a> {
             // Entering: Dantzig's rule, or Bland's (smallest index) after a run of degenerate
             // pivots so that the method cannot cycle.
             let bland = degenerate > 30;
-            let mut entering = u32::MAX;
-            let mut best = self.dual_tol;
-            for v in 0..self.vars() as u32 {
-                if self.basic[v as usize] || !allowed[v as usize] {
-                    continue;
-                }
-                let d = self.reduced_cost(v);
-                if d > best {
-                    entering = v;
-                    if bland {
-                        break;
-                    }
-                    best = d;
-                }
-            }
-            if entering == u32::MAX {
+            let Some(entering) = self.primal_entering(allowed, bland) else {
                 return LpStatus::Optimal;
-            }
+            };
             self.ftran(basis, entering, &mut y);
             // Rates of change per unit of the entering variable.
             let mut step = f64::INFINITY;
@@ -498,7 +540,7 @@ impl<'a> Lp<'a> {
                     }
                     let column = &self.col[j as usize * m..(j as usize + 1) * m];
                     let g = self.c.item_group[j as usize];
-                    let mut alpha: f64 = column.iter().zip(&rho).map(|(a, r)| r * a).sum();
+                    let mut alpha = dot(column, &rho);
                     alpha -= key_dot[g as usize];
                     if g == own_group {
                         alpha += 1.0;
@@ -538,6 +580,17 @@ impl<'a> Lp<'a> {
 enum Leaving {
     Slot(usize),
     Key(usize),
+}
+
+/// `a · b` over the rows of this LP. Most calls are in pricing loops over every item, and most
+/// hosts have four rows after pre-processing: that case is unrolled (the same sum, in the same
+/// order, as the general loop).
+#[inline(always)]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    if let (Ok(a), Ok(b)) = (<&[f64; 4]>::try_from(a), <&[f64; 4]>::try_from(b)) {
+        return a[0] * b[0] + a[1] * b[1] + a[2] * b[2] + a[3] * b[3];
+    }
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// LU factorisation with partial pivoting of the row-major `m x m` matrix `a`, in place.

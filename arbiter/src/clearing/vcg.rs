@@ -15,10 +15,9 @@
 //! LP takes a few dual simplex pivots instead of a solve from scratch). The re-solves run in
 //! parallel.
 
-use rayon::prelude::*;
-
 use super::compiled::Compiled;
 use super::problem::Problem;
+use super::round::map_in_parallel;
 use super::solver::{solve_compiled, Solution, SolveOptions};
 
 
@@ -49,18 +48,14 @@ pub fn clear_within(problem: &Problem, options: &SolveOptions, relative_gap: f64
     if with_payments {
         // The re-solves are independent: in parallel (a host cleared alone gets every core; in a
         // round of many hosts rayon shares the cores among hosts and re-solves alike).
-        let resolved: Vec<(usize, f64, bool)> = solution
-            .chosen
-            .par_iter()
-            .map(|&item| {
-                let winner = &problem.items()[item];
-                let others: Vec<usize> = solution.chosen.iter().copied().filter(|&i| i != item).collect();
-                let (without, _) =
-                    solve_compiled(&compiled, options, relative_gap, Some(winner.group), &others, root_basis.as_ref());
-                let others_now = solution.value - winner.value;
-                (winner.group, (without.value - others_now).clamp(0.0, winner.value), without.finished)
-            })
-            .collect();
+        let resolved: Vec<(usize, f64, bool)> = map_in_parallel(&solution.chosen, |&item| {
+            let winner = &problem.items()[item];
+            let others: Vec<usize> = solution.chosen.iter().copied().filter(|&i| i != item).collect();
+            let (without, _) =
+                solve_compiled(&compiled, options, relative_gap, Some(winner.group), &others, root_basis.as_ref());
+            let others_now = solution.value - winner.value;
+            (winner.group, (without.value - others_now).clamp(0.0, winner.value), without.finished)
+        });
         for (group, payment, finished) in resolved {
             payments[group] = payment;
             payments_exact &= finished;

@@ -221,6 +221,51 @@ fn greedy_selection(c: &Compiled, allowed: &[bool]) -> Vec<u32> {
     current.into_iter().filter(|&i| i != u32::MAX).collect()
 }
 
+/// Marks "nothing" among a split group's options in [`Search::complete_split_groups`].
+const NO_OPTION: u32 = u32::MAX;
+
+/// Depth-first enumeration of one option per split group from the `k`-th on, within `left`,
+/// keeping the most valuable combination in `best`; a branch that cannot beat it even with
+/// every remaining group's most valuable option is cut.
+#[allow(clippy::too_many_arguments)] // the enumeration's state, threaded through the recursion
+fn best_combination(
+    c: &Compiled,
+    split: &[Vec<u32>],
+    most_from: &[f64],
+    k: usize,
+    left: &mut [u64],
+    value: f64,
+    chosen: &mut Vec<u32>,
+    best: &mut (f64, Vec<u32>),
+) {
+    if value + most_from[k] <= best.0 {
+        return;
+    }
+    if k == split.len() {
+        best.0 = value;
+        best.1.clone_from(chosen);
+        return;
+    }
+    for &option in &split[k] {
+        if option == NO_OPTION {
+            best_combination(c, split, most_from, k + 1, left, value, chosen, best);
+            continue;
+        }
+        if !c.consumption(option).all(|e| c.cons_amount[e] <= left[c.cons_row[e] as usize]) {
+            continue;
+        }
+        for e in c.consumption(option) {
+            left[c.cons_row[e] as usize] -= c.cons_amount[e];
+        }
+        chosen.push(option);
+        best_combination(c, split, most_from, k + 1, left, value + c.value[option as usize], chosen, best);
+        chosen.pop();
+        for e in c.consumption(option) {
+            left[c.cons_row[e] as usize] += c.cons_amount[e];
+        }
+    }
+}
+
 /// Groups left free in the core problem (more when the relaxation is fractional in more).
 const CORE_GROUPS: usize = 12;
 /// The least time left under a deadline for the core problem to run (some twenty roots).
@@ -593,6 +638,64 @@ impl<'a> Search<'a> {
         }
     }
 
+    /// The relaxation's integral part, completed exactly: every group that the LP solution at
+    /// `basis` gives wholly to one option keeps it, and the groups it splits (at most one per
+    /// row) get the best combination of their allowed options that fits beside them, found by
+    /// enumeration; the local search then fills what is left. Rounding the split groups one at
+    /// a time loses most of what separates the rounded LP from the optimum (on 40-workload
+    /// hosts the rounding alone was 0.8 % below the best allocation known, in the median), and
+    /// with so few of them choosing them jointly is cheap.
+    fn complete_split_groups(&mut self, basis: &Basis, allowed: &[bool]) {
+        /// At most this many split groups are enumerated (a basis splits at most one per row).
+        const MAX_SPLIT: usize = 6;
+        let c = self.c;
+        let mut left = c.capacity.clone();
+        let mut fixed: Vec<u32> = Vec::new();
+        // The options of each split group, most valuable first; `NO_OPTION` is "nothing".
+        let mut split: Vec<Vec<u32>> = Vec::new();
+        for g in 0..c.groups() {
+            let slack = self.lp.group_slack(g);
+            let whole = std::iter::once(slack)
+                .chain(self.items_of(g))
+                .find(|&v| allowed[v as usize] && self.lp.value(basis, v) >= 1.0 - 1e-9);
+            match whole {
+                Some(v) if v == slack => {}
+                Some(i) => {
+                    for e in c.consumption(i) {
+                        let r = c.cons_row[e] as usize;
+                        let Some(rest) = left[r].checked_sub(c.cons_amount[e]) else {
+                            return; // rounding in the LP: its integral part does not fit exactly
+                        };
+                        left[r] = rest;
+                    }
+                    fixed.push(i);
+                }
+                None => {
+                    let mut options: Vec<u32> = self.items_of(g).filter(|&i| allowed[i as usize]).collect();
+                    options.sort_unstable_by(|&a, &b| c.value[b as usize].total_cmp(&c.value[a as usize]));
+                    if allowed[slack as usize] {
+                        options.push(NO_OPTION);
+                    }
+                    split.push(options);
+                }
+            }
+        }
+        if split.is_empty() || split.len() > MAX_SPLIT {
+            return;
+        }
+        // What the split groups from the k-th on could add at most.
+        let mut most_from = vec![0.0; split.len() + 1];
+        for k in (0..split.len()).rev() {
+            let top = split[k].first().filter(|&&o| o != NO_OPTION).map_or(0.0, |&o| c.value[o as usize]);
+            most_from[k] = most_from[k + 1] + top;
+        }
+        let mut best = (f64::NEG_INFINITY, Vec::new());
+        let mut chosen = Vec::with_capacity(split.len());
+        best_combination(c, &split, &most_from, 0, &mut left, 0.0, &mut chosen, &mut best);
+        fixed.extend(best.1);
+        self.try_selection(&fixed, allowed, false);
+    }
+
     /// `L(λ)` at the LP's row duals over the allowed variables; fills `reduced` (of the allowed
     /// items) and `best_of_group`. `None` when some group has nothing allowed.
     fn lagrangian_bound(&mut self, allowed: &[bool]) -> Option<f64> {
@@ -706,6 +809,9 @@ impl<'a> Search<'a> {
             }
             self.try_selection(&preference, allowed, depth == 0 && self.root_exchanges);
             self.preference = preference;
+            if !integral && status == LpStatus::Optimal {
+                self.complete_split_groups(basis, allowed);
+            }
         }
         self.order = order;
         if self.prune(bound) {
@@ -901,6 +1007,47 @@ mod tests {
             assert!(late.bound.is_finite(), "the root's bound is reported");
             assert!(late.bound >= optimum - 1e-9 * optimum, "bound {} below the optimum {optimum}", late.bound);
             assert!(late.value <= optimum + 1e-9 * optimum && late.value > 0.0);
+        }
+    }
+
+    #[test]
+    fn the_greedy_selection_fits_and_its_vertex_reaches_the_same_lp_optimum() {
+        for seed in 0..12 {
+            let c = synthetic(40, 300 + seed);
+            let allowed = vec![true; c.items() + c.rows() + c.groups()];
+            let greedy = greedy_selection(&c, &allowed);
+            assert!(!greedy.is_empty());
+            let mut used = vec![0u64; c.rows()];
+            let mut groups = std::collections::HashSet::new();
+            for &i in &greedy {
+                assert!(groups.insert(c.item_group[i as usize]), "two items of one group");
+                for e in c.consumption(i) {
+                    used[c.cons_row[e] as usize] += c.cons_amount[e];
+                }
+            }
+            assert!(used.iter().zip(&c.capacity).all(|(u, cap)| u <= cap), "the greedy selection overfills a row");
+            // The LP optimum is the same from the empty selection's vertex and the greedy one's,
+            // and the greedy start needs fewer pivots.
+            let objective = |lp: &Lp| {
+                let lambda = lagrange_multipliers(lp);
+                let mut bound: f64 = lambda.iter().sum();
+                for g in 0..c.groups() {
+                    let best = (c.group_start[g]..c.group_start[g + 1])
+                        .map(|i| reduced_value(&c, &lambda, i))
+                        .fold(0.0f64, f64::max);
+                    bound += best;
+                }
+                bound
+            };
+            let mut from_empty = Lp::new(&c);
+            let mut basis = from_empty.slack_basis();
+            assert_eq!(from_empty.primal(&mut basis, &allowed), LpStatus::Optimal);
+            let mut from_greedy = Lp::new(&c);
+            let mut basis = from_greedy.basis_of(&greedy);
+            assert_eq!(from_greedy.primal(&mut basis, &allowed), LpStatus::Optimal);
+            let (a, b) = (objective(&from_empty), objective(&from_greedy));
+            assert!((a - b).abs() <= 1e-9 * a, "LP optimum {a} from the empty vertex, {b} from the greedy one");
+            assert!(from_greedy.iterations < from_empty.iterations);
         }
     }
 

@@ -1,10 +1,12 @@
 //! Per-host and per-round clearing times on synthetic hosts (see `clearing::synthetic`), as a
 //! distribution (median, p99, max) rather than criterion's mean: the targets are about the tail.
 //!
-//! `cargo run --release -p entente-arbiter --example host_timings -- [hosts] [round_hosts] [time_limit_ms] [relative_gap]`
+//! `cargo run --release -p entente-arbiter --example host_timings -- [hosts] [round_hosts] [time_limit_ms] [relative_gap] [allocation]`
 //!
 //! Without a time limit (`-` or nothing) and without a relative gap (0, the default) every solve
-//! runs to a proof of optimality; with a gap, each solve stops once proven within it.
+//! runs to a proof of optimality; with a gap, each solve stops once proven within it. The time
+//! limit may be fractional (`0.2` is 200 µs). With `allocation` as the fifth argument only the
+//! allocations are timed, not the VCG payments.
 
 use std::time::Instant;
 
@@ -18,15 +20,17 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let hosts: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
     let round_hosts: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
-    let time_limit = args.next().and_then(|a| a.parse().ok()).map(std::time::Duration::from_millis);
+    let time_limit =
+        args.next().and_then(|a| a.parse::<f64>().ok()).map(|ms| std::time::Duration::from_secs_f64(ms / 1000.0));
     let relative_gap: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(0.0);
+    let with_payments = args.next().as_deref() != Some("allocation");
     let shape = SyntheticHost::default();
     let instances: Vec<_> = (0..hosts).map(|seed| shape.generate(seed)).collect();
     println!(
         "synthetic hosts: {} workloads x {} bundles x 4 resources, oversubscription {}, time limit per solve {:?}, relative gap {}",
         shape.workloads, shape.bundles, shape.oversubscription, time_limit, relative_gap
     );
-    for payments in [false, true] {
+    for payments in [false, true].into_iter().filter(|&p| with_payments || !p) {
         let options = ClearingOptions { time_limit, payments };
         let mut times = Vec::with_capacity(instances.len());
         let (mut optimal, mut winners) = (0, 0usize);
@@ -55,7 +59,7 @@ fn main() {
         );
     }
     let round: Vec<_> = (0..round_hosts).map(|seed| shape.generate(1_000_000 + seed)).collect();
-    for payments in [false, true].into_iter().filter(|_| round_hosts > 0) {
+    for payments in [false, true].into_iter().filter(|&p| round_hosts > 0 && (with_payments || !p)) {
         let options = ClearingOptions { time_limit, payments };
         let started = Instant::now();
         let outcomes = clear_round_within(&round, &[], &options, relative_gap);

@@ -223,10 +223,14 @@ fn greedy_selection(c: &Compiled, allowed: &[bool]) -> Vec<u32> {
 
 /// Marks "nothing" among a split group's options in [`Search::complete_split_groups`].
 const NO_OPTION: u32 = u32::MAX;
+/// Partial combinations [`best_combination`] visits at most: it is a heuristic, and six split
+/// groups of nine options each could otherwise cost more than the rest of a node.
+const COMBINATION_BUDGET: usize = 2048;
 
 /// Depth-first enumeration of one option per split group from the `k`-th on, within `left`,
 /// keeping the most valuable combination in `best`; a branch that cannot beat it even with
-/// every remaining group's most valuable option is cut.
+/// every remaining group's most valuable option is cut, and the whole enumeration stops after
+/// `budget` partial combinations (keeping the best found).
 #[allow(clippy::too_many_arguments)] // the enumeration's state, threaded through the recursion
 fn best_combination(
     c: &Compiled,
@@ -237,10 +241,12 @@ fn best_combination(
     value: f64,
     chosen: &mut Vec<u32>,
     best: &mut (f64, Vec<u32>),
+    budget: &mut usize,
 ) {
-    if value + most_from[k] <= best.0 {
+    if *budget == 0 || value + most_from[k] <= best.0 {
         return;
     }
+    *budget -= 1;
     if k == split.len() {
         best.0 = value;
         best.1.clone_from(chosen);
@@ -248,7 +254,7 @@ fn best_combination(
     }
     for &option in &split[k] {
         if option == NO_OPTION {
-            best_combination(c, split, most_from, k + 1, left, value, chosen, best);
+            best_combination(c, split, most_from, k + 1, left, value, chosen, best, budget);
             continue;
         }
         if !c.consumption(option).all(|e| c.cons_amount[e] <= left[c.cons_row[e] as usize]) {
@@ -258,7 +264,7 @@ fn best_combination(
             left[c.cons_row[e] as usize] -= c.cons_amount[e];
         }
         chosen.push(option);
-        best_combination(c, split, most_from, k + 1, left, value + c.value[option as usize], chosen, best);
+        best_combination(c, split, most_from, k + 1, left, value + c.value[option as usize], chosen, best, budget);
         chosen.pop();
         for e in c.consumption(option) {
             left[c.cons_row[e] as usize] += c.cons_amount[e];
@@ -691,7 +697,8 @@ impl<'a> Search<'a> {
         }
         let mut best = (f64::NEG_INFINITY, Vec::new());
         let mut chosen = Vec::with_capacity(split.len());
-        best_combination(c, &split, &most_from, 0, &mut left, 0.0, &mut chosen, &mut best);
+        let mut budget = COMBINATION_BUDGET;
+        best_combination(c, &split, &most_from, 0, &mut left, 0.0, &mut chosen, &mut best, &mut budget);
         fixed.extend(best.1);
         self.try_selection(&fixed, allowed, false);
     }

@@ -14,11 +14,15 @@
 //!   `L − best(group) + reduced value` cannot beat the incumbent is disallowed in the subtree;
 //!   when a group is down to one item that item is taken, and items that no longer fit beside the
 //!   taken ones are disallowed too (exact, in integers);
+//! - the root LP starts from the vertex of a greedy selection (the multiple-choice knapsack's
+//!   greedy on the rows added up), a few tens of pivots from its optimum instead of one pivot per
+//!   winning group from the empty selection;
 //! - the incumbent starts from the LP solution rounded greedily and improved by local search
-//!   (better bundles within a group, and exchanges between two groups), then from the optimum
-//!   of a *core problem* (the groups the root LP is least sure about free, the rest held at its
-//!   choice), before any branching: without it the search found its final incumbent only after
-//!   most of its nodes;
+//!   (better bundles within a group, and, with time to spare, exchanges between two groups), and
+//!   from the LP's integral part completed exactly (the few groups it splits get their best
+//!   joint choice by enumeration), then from the optimum of a *core problem* (the groups the
+//!   root LP is least sure about free, the rest held at its choice), before any branching:
+//!   without it the search found its final incumbent only after most of its nodes;
 //! - branching is on the LP's most fractional variable: take it (its group is closed to every
 //!   other option) or disallow it; all branching only changes bounds, so the parent's basis stays
 //!   dual feasible for both children.

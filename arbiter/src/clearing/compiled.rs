@@ -103,21 +103,26 @@ impl Compiled {
         }
         let inv_capacity = capacity.iter().map(|&c| 1.0 / c as f64).collect();
 
+        // Sized for every item and entry up front: this runs once per host per round, and growing
+        // a dozen arrays item by item was a visible part of it.
+        let (item_count, entry_count) = (items.len(), items.iter().map(|item| item.consumption.len()).sum::<usize>());
         let mut compiled = Compiled {
             inv_capacity,
-            group_start: vec![0],
-            group_original: Vec::new(),
+            group_start: Vec::with_capacity(problem.group_count() + 1),
+            group_original: Vec::with_capacity(problem.group_count()),
             group_compiled: vec![None; problem.group_count()],
-            item_original: Vec::new(),
-            item_group: Vec::new(),
-            value: Vec::new(),
-            cons_start: vec![0],
-            cons_row: Vec::new(),
-            cons_amount: Vec::new(),
-            cons_fraction: Vec::new(),
+            item_original: Vec::with_capacity(item_count),
+            item_group: Vec::with_capacity(item_count),
+            value: Vec::with_capacity(item_count),
+            cons_start: Vec::with_capacity(item_count + 1),
+            cons_row: Vec::with_capacity(entry_count),
+            cons_amount: Vec::with_capacity(entry_count),
+            cons_fraction: Vec::with_capacity(entry_count),
             value_step: 0.0,
             capacity,
         };
+        compiled.group_start.push(0);
+        compiled.cons_start.push(0);
         for (g, members) in by_group.iter().enumerate() {
             if members.is_empty() {
                 continue;

@@ -99,7 +99,12 @@ pub(crate) fn solve(
     // The root's exchange search costs about a millisecond on a 40-workload host, five times the
     // rest of the root; under a short deadline that time is better spent in the search.
     search.root_exchanges = time_left;
-    search.try_selection(&warm, &allowed, false);
+    // An empty warm start would only be the local search building a selection from nothing,
+    // one best move at a time: a pass over every option per winner, and no better than the
+    // greedy selection that follows.
+    if !warm.is_empty() {
+        search.try_selection(&warm, &allowed, false);
+    }
     search.try_selection(&greedy, &allowed, false);
     let mut core_nodes = 0;
     if let Some(core) = core {
@@ -681,6 +686,7 @@ impl<'a> Search<'a> {
                     fixed.push(i);
                 }
                 None => {
+                    // Options are checked against `left` later, when every fixed group is in it.
                     let mut options: Vec<u32> = self.items_of(g).filter(|&i| allowed[i as usize]).collect();
                     options.sort_unstable_by(|&a, &b| c.value[b as usize].total_cmp(&c.value[a as usize]));
                     if allowed[slack as usize] {
@@ -692,6 +698,11 @@ impl<'a> Search<'a> {
         }
         if split.is_empty() || split.len() > MAX_SPLIT {
             return;
+        }
+        // An option that does not fit beside the fixed groups alone never fits: dropping it here
+        // saves the enumeration its checks and tightens its bound.
+        for options in &mut split {
+            options.retain(|&o| o == NO_OPTION || c.consumption(o).all(|e| c.cons_amount[e] <= left[c.cons_row[e] as usize]));
         }
         // What the split groups from the k-th on could add at most.
         let mut most_from = vec![0.0; split.len() + 1];

@@ -68,7 +68,10 @@ impl Problem {
             return Err(ProblemError::NonFiniteValue { value });
         }
         let mut consumption: Vec<(usize, u64)> = consumption.into_iter().filter(|&(_, a)| a > 0).collect();
-        consumption.sort_unstable();
+        // Callers mostly list rows in order already (every host's translation does).
+        if !consumption.is_sorted() {
+            consumption.sort_unstable();
+        }
         for pair in consumption.windows(2) {
             if pair[0].0 == pair[1].0 {
                 return Err(ProblemError::DuplicateRow { row: pair[0].0 });

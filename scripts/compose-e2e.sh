@@ -73,6 +73,12 @@ say "building the images with ${compose_cmd[*]}"
 build_start=$SECONDS
 compose build
 say "images built in $((SECONDS - build_start)) s"
+# A build leaves hundreds of megabytes of image layers waiting to be written back, and the
+# arbiters fsync every Raft append. Twice in CI right after an image build, Raft heartbeats timed
+# out (150 ms), the cluster re-elected and no round was decided for three seconds, so leases
+# lapsed; the same images on a quiet disk did not. Fsyncs queued behind that writeback are the
+# likely cause (not measured), and flushing it first costs seconds at most.
+sync
 
 trap teardown EXIT
 say "starting project $project (NATS on 127.0.0.1:$ENTENTE_NATS_PORT)"
@@ -225,15 +231,30 @@ say "enforced on the antagonists: antagonist-cpu $cpu_limits; antagonist-mem $me
 # And not by pricing redis out: beside best-effort and batch neighbours, a priority-90 service
 # under continuous load keeps more than its guarantee (100m) for the rest of the first minute.
 # (It used to fall to it some 30 s in, its credits spent on prices it could not sustain.)
+# Priced out, it stays at its guarantee; a round missed by the arbiters (its lease lapsing, which
+# the agent logs) puts it there only until the next decision. So the check fails on five seconds
+# at the guarantee in a row, and reports any shorter dip.
 lowest=""
+at_guarantee=0
+dips=0
 while [ $((SECONDS - antagonists_at)) -lt 60 ]; do
   milli="$(cpu_milli "$(limits "$redis_container")")"
   if [ -z "$lowest" ] || [ "$milli" -lt "$lowest" ]; then lowest="$milli"; fi
-  [ "$milli" -gt 100 ] ||
-    fail "redis fell to its guarantee ($(limits "$redis_container")) $((SECONDS - antagonists_at)) s after the antagonists started"
+  if [ "$milli" -gt 100 ]; then
+    at_guarantee=0
+  else
+    [ "$at_guarantee" -gt 0 ] || dips=$((dips + 1))
+    at_guarantee=$((at_guarantee + 1))
+    [ "$at_guarantee" -lt 5 ] ||
+      fail "redis fell to its guarantee and stayed there ($(limits "$redis_container")) $((SECONDS - antagonists_at)) s after the antagonists started"
+  fi
   sleep 1
 done
-say "redis held at least ${lowest}m of cpu for the first minute beside the antagonists (now: $(limits "$redis_container"))"
+if [ "$dips" -gt 0 ]; then
+  say "redis dipped to its guarantee $dips time(s) for less than 5 s (a missed round's lapsed lease) and recovered"
+else
+  say "redis held at least ${lowest}m of cpu for the first minute beside the antagonists (now: $(limits "$redis_container"))"
+fi
 
 say "3. stopping the arbiter leader"
 s="$(summary || true)"

@@ -173,6 +173,12 @@ impl Compiled {
         self.value.len()
     }
 
+    /// Whether `item` fits in what is `left` of every row (exactly, in integers).
+    #[inline]
+    pub fn fits(&self, item: u32, left: &[u64]) -> bool {
+        self.consumption(item).all(|e| self.cons_amount[e] <= left[self.cons_row[e] as usize])
+    }
+
     #[inline]
     pub fn consumption(&self, item: u32) -> std::ops::Range<usize> {
         self.cons_start[item as usize] as usize..self.cons_start[item as usize + 1] as usize

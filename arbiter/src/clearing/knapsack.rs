@@ -203,29 +203,20 @@ fn greedy_selection(c: &Compiled, allowed: &[bool]) -> Vec<u32> {
     steps.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
     let mut left = c.capacity.clone();
     let mut current: Vec<u32> = vec![u32::MAX; c.groups()];
+    let release = |left: &mut [u64], item: u32| c.consumption(item).for_each(|e| left[c.cons_row[e] as usize] += c.cons_amount[e]);
+    let take = |left: &mut [u64], item: u32| c.consumption(item).for_each(|e| left[c.cons_row[e] as usize] -= c.cons_amount[e]);
     for &(_, g, i) in &steps {
+        // The step replaces the group's current option: it must fit with that one released.
         let previous = current[g as usize];
-        let fits = c.consumption(i).all(|e| {
-            let r = c.cons_row[e] as usize;
-            let freed = if previous == u32::MAX {
-                0
-            } else {
-                c.consumption(previous).find(|&f| c.cons_row[f] == c.cons_row[e]).map_or(0, |f| c.cons_amount[f])
-            };
-            c.cons_amount[e] <= left[r] + freed
-        });
-        if !fits {
-            continue;
-        }
         if previous != u32::MAX {
-            for e in c.consumption(previous) {
-                left[c.cons_row[e] as usize] += c.cons_amount[e];
-            }
+            release(&mut left, previous);
         }
-        for e in c.consumption(i) {
-            left[c.cons_row[e] as usize] -= c.cons_amount[e];
+        if c.fits(i, &left) {
+            take(&mut left, i);
+            current[g as usize] = i;
+        } else if previous != u32::MAX {
+            take(&mut left, previous);
         }
-        current[g as usize] = i;
     }
     current.into_iter().filter(|&i| i != u32::MAX).collect()
 }
@@ -266,7 +257,7 @@ fn best_combination(
             best_combination(c, split, most_from, k + 1, left, value, chosen, best, budget);
             continue;
         }
-        if !c.consumption(option).all(|e| c.cons_amount[e] <= left[c.cons_row[e] as usize]) {
+        if !c.fits(option, left) {
             continue;
         }
         for e in c.consumption(option) {
@@ -429,10 +420,6 @@ impl<'a> Search<'a> {
         self.aborted
     }
 
-    fn fits(&self, item: u32, residual: &[u64]) -> bool {
-        self.c.consumption(item).all(|e| self.c.cons_amount[e] <= residual[self.c.cons_row[e] as usize])
-    }
-
     fn items_of(&self, g: usize) -> std::ops::Range<u32> {
         self.c.group_start[g]..self.c.group_start[g + 1]
     }
@@ -483,7 +470,7 @@ impl<'a> Search<'a> {
             let mut changed = false;
             for g in (0..c.groups()).filter(|&g| open[g]) {
                 for i in self.items_of(g) {
-                    if allowed[i as usize] && !self.fits(i, &residual) {
+                    if allowed[i as usize] && !self.c.fits(i, &residual) {
                         allowed[i as usize] = false;
                         changed = true;
                     }
@@ -506,7 +493,7 @@ impl<'a> Search<'a> {
         let mut taken = Vec::new();
         for &i in order {
             let g = c.item_group[i as usize] as usize;
-            if taken_group[g] || !allowed[i as usize] || !self.fits(i, &used) {
+            if taken_group[g] || !allowed[i as usize] || !self.c.fits(i, &used) {
                 continue;
             }
             for e in c.consumption(i) {
@@ -564,7 +551,7 @@ impl<'a> Search<'a> {
                 released(left, current, &mut room);
                 for i in self.items_of(g) {
                     let gain = c.value[i as usize] - value_of(current);
-                    if allowed[i as usize] && gain > 1e-12 && best.is_none_or(|b| gain > b.0) && self.fits(i, &room) {
+                    if allowed[i as usize] && gain > 1e-12 && best.is_none_or(|b| gain > b.0) && self.c.fits(i, &room) {
                         best = Some((gain, g, i));
                     }
                 }
@@ -598,7 +585,7 @@ impl<'a> Search<'a> {
                 released(left, current_b, &mut room);
                 for j in self.items_of(b) {
                     let gain_b = c.value[j as usize] - value_of(current_b);
-                    if !allowed[j as usize] || gain_b <= 1e-12 || self.fits(j, &room) {
+                    if !allowed[j as usize] || gain_b <= 1e-12 || self.c.fits(j, &room) {
                         continue;
                     }
                     for &(cost, a, option) in &downgrades {
@@ -610,7 +597,7 @@ impl<'a> Search<'a> {
                             continue;
                         }
                         released(&room, choice[a], &mut room2);
-                        let mut ok = self.fits(j, &room2);
+                        let mut ok = self.c.fits(j, &room2);
                         if ok {
                             if let Some(o) = option {
                                 // Both must fit together.
@@ -702,7 +689,7 @@ impl<'a> Search<'a> {
         // An option that does not fit beside the fixed groups alone never fits: dropping it here
         // saves the enumeration its checks and tightens its bound.
         for options in &mut split {
-            options.retain(|&o| o == NO_OPTION || c.consumption(o).all(|e| c.cons_amount[e] <= left[c.cons_row[e] as usize]));
+            options.retain(|&o| o == NO_OPTION || c.fits(o, &left));
         }
         // What the split groups from the k-th on could add at most.
         let mut most_from = vec![0.0; split.len() + 1];

@@ -341,11 +341,7 @@ impl<'a> Lp<'a> {
     fn primal_entering(&self, allowed: &[bool], bland: bool) -> Option<u32> {
         let m = self.rows;
         let mut best = self.dual_tol;
-        let mut entering = if m == 4 {
-            self.price_items::<4>(allowed, bland, &mut best)
-        } else {
-            self.price_items_any(allowed, bland, &mut best)
-        };
+        let mut entering = self.price_items(allowed, bland, &mut best);
         if bland && entering.is_some() {
             return entering;
         }
@@ -367,39 +363,35 @@ impl<'a> Lp<'a> {
     }
 
     /// The item of largest reduced cost above `best` (raising `best` to it), or with `bland` the
-    /// first one, for exactly `M` rows: the columns are read as `[f64; M]` and every per-item
-    /// array is walked in step, so the loop has no bounds checks and the dot product unrolls.
-    fn price_items<const M: usize>(&self, allowed: &[bool], bland: bool, best: &mut f64) -> Option<u32> {
-        let (columns, _) = self.col.as_chunks::<M>();
-        let lambda: &[f64; M] = self.lambda[..M].try_into().expect("one dual per row");
+    /// first one. With four rows the columns are read as `[f64; 4]`, so the dot product unrolls
+    /// and the loop has no bounds checks; that is most hosts.
+    fn price_items(&self, allowed: &[bool], bland: bool, best: &mut f64) -> Option<u32> {
+        let m = self.rows;
+        if m == 4 {
+            let (columns, _) = self.col.as_chunks::<4>();
+            self.price_columns(columns.iter().map(|column| column.as_slice()), allowed, bland, best)
+        } else {
+            self.price_columns((0..self.n).map(|j| &self.col[j * m..(j + 1) * m]), allowed, bland, best)
+        }
+    }
+
+    /// [`Self::price_items`] over the items' `columns`, walked in step with every per-item array.
+    #[inline(always)]
+    fn price_columns<'c>(
+        &self,
+        columns: impl Iterator<Item = &'c [f64]>,
+        allowed: &[bool],
+        bland: bool,
+        best: &mut f64,
+    ) -> Option<u32> {
+        let lambda = &self.lambda[..self.rows];
         let mut entering = None;
-        let items = columns.iter().zip(&self.c.value).zip(&self.c.item_group).zip(&self.basic).zip(allowed);
+        let items = columns.zip(&self.c.value).zip(&self.c.item_group).zip(&self.basic).zip(allowed);
         for (j, ((((column, &value), &group), &basic), &allowed)) in items.enumerate() {
             if basic || !allowed {
                 continue;
             }
             let d = value - dot(column, lambda) - self.mu[group as usize];
-            if d > *best {
-                entering = Some(j as u32);
-                if bland {
-                    return entering;
-                }
-                *best = d;
-            }
-        }
-        entering
-    }
-
-    /// [`Self::price_items`] for any number of rows.
-    fn price_items_any(&self, allowed: &[bool], bland: bool, best: &mut f64) -> Option<u32> {
-        let m = self.rows;
-        let mut entering = None;
-        for j in 0..self.n {
-            if self.basic[j] || !allowed[j] {
-                continue;
-            }
-            let column = &self.col[j * m..(j + 1) * m];
-            let d = self.c.value[j] - dot(column, &self.lambda) - self.mu[self.c.item_group[j] as usize];
             if d > *best {
                 entering = Some(j as u32);
                 if bland {

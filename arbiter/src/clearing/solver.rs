@@ -210,10 +210,6 @@ impl<'a> Search<'a> {
         false
     }
 
-    fn fits(&self, item: u32, residual: &[u64]) -> bool {
-        self.c.consumption(item).all(|e| self.c.cons_amount[e] <= residual[self.c.cons_row[e] as usize])
-    }
-
     /// Greedily completes the current node's partial allocation with `order` (items in order of
     /// preference, at most one per group), keeping whatever fits; updates the incumbent.
     fn try_selection(&mut self, order: &[u32]) {
@@ -227,7 +223,7 @@ impl<'a> Search<'a> {
             if !self.group_open[g as usize] || taken.iter().any(|&t| c.item_group[t as usize] == g) {
                 continue;
             }
-            if self.fits(i, &used) {
+            if self.c.fits(i, &used) {
                 for e in c.consumption(i) {
                     used[c.cons_row[e] as usize] -= c.cons_amount[e];
                 }
@@ -393,7 +389,7 @@ impl<'a> Search<'a> {
         self.chosen.push(branch);
         let mut child = std::mem::take(&mut self.live[depth + 1]);
         child.clear();
-        child.extend(live.iter().copied().filter(|&i| c.item_group[i as usize] != group && self.fits(i, &self.residual)));
+        child.extend(live.iter().copied().filter(|&i| c.item_group[i as usize] != group && self.c.fits(i, &self.residual)));
         self.live[depth + 1] = child;
         self.lambda[depth + 1].copy_from_slice(&lambda);
         self.node(depth + 1);

@@ -35,6 +35,7 @@ fn main() {
         let mut times = Vec::with_capacity(instances.len());
         let (mut optimal, mut winners) = (0, 0usize);
         let mut worst_gap = 0.0f64;
+        let mut welfare = 0.0;
         for host in &instances {
             let started = Instant::now();
             let outcome = clear_host_within(host, &options, relative_gap).expect("synthetic hosts are valid");
@@ -42,10 +43,11 @@ fn main() {
             optimal += usize::from(outcome.optimal);
             worst_gap = worst_gap.max(outcome.welfare_bound / outcome.welfare.max(1e-300) - 1.0);
             winners += outcome.workloads.iter().filter(|w| w.bundle.is_some()).count();
+            welfare += outcome.welfare;
         }
         times.sort_by(f64::total_cmp);
         println!(
-            "per host, {:<13} n={} median={:.1}us p99={:.1}us max={:.1}us mean winners={:.1}/{} optimal={}/{} worst proven gap={:.2e}",
+            "per host, {:<13} n={} median={:.1}us p99={:.1}us max={:.1}us mean winners={:.1}/{} optimal={}/{} worst proven gap={:.2e} mean welfare={:.6}",
             if payments { "with VCG:" } else { "without VCG:" },
             times.len(),
             percentile(&times, 0.5),
@@ -55,7 +57,8 @@ fn main() {
             shape.workloads,
             optimal,
             instances.len(),
-            worst_gap
+            worst_gap,
+            welfare / instances.len() as f64
         );
     }
     let round: Vec<_> = (0..round_hosts).map(|seed| shape.generate(1_000_000 + seed)).collect();

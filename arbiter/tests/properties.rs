@@ -9,7 +9,6 @@ use proptest::prelude::*;
 /// Every selection (at most one item per group), by enumeration.
 fn brute_force_optimum(problem: &Problem, skip_group: Option<usize>) -> f64 {
     let groups = problem.group_count();
-    let items = problem.items();
     let mut best = 0.0f64;
     let mut choice: Vec<Option<usize>> = vec![None; groups];
     fn walk(
@@ -18,7 +17,6 @@ fn brute_force_optimum(problem: &Problem, skip_group: Option<usize>) -> f64 {
         skip: Option<usize>,
         choice: &mut Vec<Option<usize>>,
         best: &mut f64,
-        items: &[entente_arbiter::clearing::Item],
     ) {
         if g == choice.len() {
             let chosen: Vec<usize> = choice.iter().flatten().copied().collect();
@@ -28,16 +26,16 @@ fn brute_force_optimum(problem: &Problem, skip_group: Option<usize>) -> f64 {
             return;
         }
         choice[g] = None;
-        walk(g + 1, problem, skip, choice, best, items);
+        walk(g + 1, problem, skip, choice, best);
         if Some(g) != skip {
-            for i in (0..items.len()).filter(|&i| items[i].group == g) {
+            for i in (0..problem.item_count()).filter(|&i| problem.item(i).group == g) {
                 choice[g] = Some(i);
-                walk(g + 1, problem, skip, choice, best, items);
+                walk(g + 1, problem, skip, choice, best);
             }
         }
         choice[g] = None;
     }
-    walk(0, problem, skip_group, &mut choice, &mut best, items);
+    walk(0, problem, skip_group, &mut choice, &mut best);
     best
 }
 
@@ -85,7 +83,7 @@ proptest! {
         let welfare = clearing.solution.value;
         let mut winners = vec![None; problem.group_count()];
         for &i in &clearing.solution.chosen {
-            winners[problem.items()[i].group] = Some(problem.items()[i].value);
+            winners[problem.item(i).group] = Some(problem.item(i).value);
         }
         for (group, won) in winners.iter().enumerate() {
             let payment = clearing.payments[group];

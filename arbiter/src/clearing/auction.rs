@@ -125,24 +125,24 @@ impl HostAuction {
             for b in &w.bundles {
                 let bundle = || b.id.clone();
                 if !b.value.is_finite() || b.value < 0.0 {
-                    return Err(AuctionError::BadValue { host: host(), workload: workload(), bundle: bundle(), value: b.value });
+                return Err(AuctionError::BadValue { host: host(), workload: workload(), bundle: bundle(), value: b.value });
                 }
                 if b.alloc.validate().is_err() {
-                    return Err(AuctionError::AmountTooLarge {
-                        host: host(),
-                        workload: workload(),
-                        what: format!("bundle `{}`", b.id),
-                    });
+                return Err(AuctionError::AmountTooLarge {
+                    host: host(),
+                    workload: workload(),
+                    what: format!("bundle `{}`", b.id),
+                });
                 }
                 if let Some(resource) = w.guaranteed.first_excess_over(&b.alloc) {
-                    return Err(AuctionError::AllocBelowGuarantee {
-                        host: host(),
-                        workload: workload(),
-                        bundle: bundle(),
-                        resource,
-                        alloc: b.alloc.get(resource),
-                        guaranteed: w.guaranteed.get(resource),
-                    });
+                return Err(AuctionError::AllocBelowGuarantee {
+                    host: host(),
+                    workload: workload(),
+                    bundle: bundle(),
+                    resource,
+                    alloc: b.alloc.get(resource),
+                    guaranteed: w.guaranteed.get(resource),
+                });
                 }
             }
         }
@@ -184,8 +184,8 @@ pub(crate) struct WorkloadSlot {
     pub host: usize,
     pub workload: usize,
     pub group: usize,
-    /// Problem item of each bundle (same order as `bundles`).
-    pub items: Vec<usize>,
+    /// Problem items of the bundles, in the same order (bundle `k` is item `items.start + k`).
+    pub items: std::ops::Range<usize>,
 }
 
 /// A set of (already validated) hosts, with the quotas that link them, as one problem.
@@ -218,29 +218,29 @@ pub(crate) fn joint_problem(
         let left = u128::from(quota.limit).saturating_sub(quota_base[q]);
         capacities.push(u64::try_from(left).unwrap_or(u64::MAX));
     }
-    let mut problem = Problem::new(capacities);
-    let mut slots = Vec::new();
+    let workloads = hosts.iter().map(|&h| all_hosts[h].workloads.len()).sum();
+    let bundles: usize = hosts.iter().flat_map(|&h| &all_hosts[h].workloads).map(|w| w.bundles.len()).sum();
+    let rows_per_bundle = Resource::COUNT + quotas.len().min(Resource::COUNT);
+    let mut problem = Problem::with_capacity(capacities, bundles, bundles * rows_per_bundle);
+    let mut slots = Vec::with_capacity(workloads);
     for (position, &h) in hosts.iter().enumerate() {
         let host = &all_hosts[h];
         for (wi, w) in host.workloads.iter().enumerate() {
             let group = problem.add_group();
-            let items = w
-                .bundles
-                .iter()
-                .map(|b| {
-                    let extra = b.alloc.saturating_sub(&w.guaranteed).as_array();
-                    let host_rows = (0..Resource::COUNT).map(|r| (position * Resource::COUNT + r, extra[r]));
-                    let quota_rows = quotas
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, &(_, quota))| w.tenant.as_deref() == Some(quota.tenant.as_str()))
-                        .map(|(k, &(_, quota))| (hosts.len() * Resource::COUNT + k, extra[quota.resource.index()]));
-                    problem
-                        .add_item(group, w.effective_value(b), host_rows.chain(quota_rows))
-                        .expect("validated bundle maps onto existing rows")
-                })
-                .collect();
-            slots.push(WorkloadSlot { host: h, workload: wi, group, items });
+            let first = problem.item_count();
+            for b in &w.bundles {
+                let extra = b.alloc.saturating_sub(&w.guaranteed).as_array();
+                let host_rows = (0..Resource::COUNT).map(|r| (position * Resource::COUNT + r, extra[r]));
+                let quota_rows = quotas
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &(_, quota))| w.tenant.as_deref() == Some(quota.tenant.as_str()))
+                    .map(|(k, &(_, quota))| (hosts.len() * Resource::COUNT + k, extra[quota.resource.index()]));
+                problem
+                    .add_item(group, w.effective_value(b), host_rows.chain(quota_rows))
+                    .expect("validated bundle maps onto existing rows");
+            }
+            slots.push(WorkloadSlot { host: h, workload: wi, group, items: first..problem.item_count() });
         }
     }
     JointProblem { problem, slots }

@@ -62,33 +62,59 @@ fn value_step(values: &[f64]) -> f64 {
 impl Compiled {
     pub fn new(problem: &Problem) -> Self {
         let capacities = problem.capacities();
-        let items = problem.items();
+        let group_count = problem.group_count();
 
-        // Items that could ever be worth choosing, bucketed by group.
-        let mut by_group: Vec<Vec<usize>> = vec![Vec::new(); problem.group_count()];
-        for (i, item) in items.iter().enumerate() {
-            let fits_alone = item.consumption.iter().all(|&(row, amount)| amount <= capacities[row]);
-            if item.value > 0.0 && fits_alone {
-                by_group[item.group].push(i);
-            }
+        // Items that could ever be worth choosing, grouped: a counting sort by group (in order
+        // within each), so that no group needs a list of its own.
+        let candidates: Vec<(u32, u32)> = problem
+            .items()
+            .enumerate()
+            .filter(|(_, item)| {
+                item.value > 0.0 && item.consumption.iter().all(|&(row, amount)| amount <= capacities[row])
+            })
+            .map(|(i, item)| (i as u32, item.group as u32))
+            .collect();
+        let mut group_end = vec![0u32; group_count + 1];
+        for &(_, g) in &candidates {
+            group_end[g as usize + 1] += 1;
         }
-        let mut dense = Vec::new();
-        for members in &mut by_group {
-            remove_dominated(members, problem, &mut dense);
+        for g in 0..group_count {
+            group_end[g + 1] += group_end[g];
         }
+        let mut members = vec![0u32; candidates.len()];
+        let mut next = group_end.clone();
+        for &(i, g) in &candidates {
+            let slot = &mut next[g as usize];
+            members[*slot as usize] = i;
+            *slot += 1;
+        }
+        // Dominated items out, each group's survivors moved up to follow the previous group's.
+        let mut scratch = Dominance::default();
+        let mut kept = 0;
+        for g in 0..group_count {
+            let (start, end) = (group_end[g] as usize, group_end[g + 1] as usize);
+            let survivors = scratch.undominated(&mut members[start..end], problem);
+            members.copy_within(start..start + survivors, kept);
+            group_end[g] = kept as u32;
+            kept += survivors;
+        }
+        members.truncate(kept);
+        group_end[group_count] = kept as u32;
+        // From here the items of group `g` are `members[group_end[g]..group_end[g + 1]]`.
+        let group_items = |g: usize| &members[group_end[g] as usize..group_end[g + 1] as usize];
 
         // A row is redundant when even the greediest choice in every group cannot overfill it.
         let mut worst_case = vec![0u128; capacities.len()];
         let mut group_max = vec![0u64; capacities.len()];
-        for members in &by_group {
-            for &i in members {
-                for &(row, amount) in &items[i].consumption {
+        for g in 0..group_count {
+            for &i in group_items(g) {
+                for &(row, amount) in problem.item(i as usize).consumption {
                     group_max[row] = group_max[row].max(amount);
                 }
             }
             // Each row's maximum is added once and reset for the next group.
-            for &i in members {
-                for &(row, _) in &items[i].consumption {
+            for &i in group_items(g) {
+                for &(row, _) in problem.item(i as usize).consumption {
                     worst_case[row] += u128::from(std::mem::take(&mut group_max[row]));
                 }
             }
@@ -105,12 +131,12 @@ impl Compiled {
 
         // Sized for every item and entry up front: this runs once per host per round, and growing
         // a dozen arrays item by item was a visible part of it.
-        let (item_count, entry_count) = (items.len(), items.iter().map(|item| item.consumption.len()).sum::<usize>());
+        let (item_count, entry_count) = (members.len(), problem.entry_count());
         let mut compiled = Compiled {
             inv_capacity,
-            group_start: Vec::with_capacity(problem.group_count() + 1),
-            group_original: Vec::with_capacity(problem.group_count()),
-            group_compiled: vec![None; problem.group_count()],
+            group_start: Vec::with_capacity(group_count + 1),
+            group_original: Vec::with_capacity(group_count),
+            group_compiled: vec![None; group_count],
             item_original: Vec::with_capacity(item_count),
             item_group: Vec::with_capacity(item_count),
             value: Vec::with_capacity(item_count),
@@ -123,19 +149,16 @@ impl Compiled {
         };
         compiled.group_start.push(0);
         compiled.cons_start.push(0);
-        for (g, members) in by_group.iter().enumerate() {
-            if members.is_empty() {
-                continue;
-            }
+        for g in (0..group_count).filter(|&g| !group_items(g).is_empty()) {
             let cg = compiled.group_original.len() as u32;
             compiled.group_compiled[g] = Some(cg);
             compiled.group_original.push(g);
-            for &i in members {
-                let item = &items[i];
-                compiled.item_original.push(i);
+            for &i in group_items(g) {
+                let item = problem.item(i as usize);
+                compiled.item_original.push(i as usize);
                 compiled.item_group.push(cg);
                 compiled.value.push(item.value);
-                for &(row, amount) in &item.consumption {
+                for &(row, amount) in item.consumption {
                     let r = row_new[row];
                     if r != u32::MAX {
                         compiled.cons_row.push(r);
@@ -185,34 +208,56 @@ impl Compiled {
     }
 }
 
-/// Drops every item for which a sibling is worth at least as much and uses no more of any row.
-/// Of two identical items the first one added is kept.
-/// Compares the members' consumption as a dense `members x rows` matrix (`dense` is scratch
-/// space), so each comparison is a straight pass over two rows of it.
-fn remove_dominated(members: &mut Vec<usize>, problem: &Problem, dense: &mut Vec<u64>) {
-    // Quadratic; XOR bids are small, and a huge one is left as it is rather than stall.
-    if members.len() < 2 || members.len() > 256 {
-        return;
-    }
-    let items = problem.items();
-    let rows = problem.capacities().len();
-    dense.clear();
-    dense.resize(members.len() * rows, 0);
-    for (k, &i) in members.iter().enumerate() {
-        for &(row, amount) in &items[i].consumption {
-            dense[k * rows + row] = amount;
+/// Scratch space of the dominance check, reused from group to group.
+#[derive(Default)]
+struct Dominance {
+    /// The members' consumption as a dense `members x rows` matrix.
+    dense: Vec<u64>,
+    value: Vec<f64>,
+    dominated: Vec<bool>,
+}
+
+impl Dominance {
+    /// Moves to the front of `members` (in their order) every item that no sibling dominates (is
+    /// worth at least as much and uses no more of any row), and returns how many there are. Of
+    /// two identical items the first one added is kept. Each comparison is a straight pass over
+    /// two rows of the dense matrix.
+    fn undominated(&mut self, members: &mut [u32], problem: &Problem) -> usize {
+        // Quadratic; XOR bids are small, and a huge one is left as it is rather than stall.
+        if members.len() < 2 || members.len() > 256 {
+            return members.len();
         }
+        let rows = problem.capacities().len();
+        self.dense.clear();
+        self.dense.resize(members.len() * rows, 0);
+        self.value.clear();
+        for (k, &i) in members.iter().enumerate() {
+            let item = problem.item(i as usize);
+            for &(row, amount) in item.consumption {
+                self.dense[k * rows + row] = amount;
+            }
+            self.value.push(item.value);
+        }
+        let (dense, value) = (&self.dense, &self.value);
+        // Whether member `j` dominates member `k`.
+        let dominates = |j: usize, k: usize| {
+            value[j] >= value[k]
+                && dense[j * rows..(j + 1) * rows].iter().zip(&dense[k * rows..(k + 1) * rows]).all(|(a, b)| a <= b)
+        };
+        self.dominated.clear();
+        self.dominated.extend(
+            (0..members.len())
+                .map(|k| (0..members.len()).any(|j| j != k && dominates(j, k) && (j < k || !dominates(k, j)))),
+        );
+        let mut kept = 0;
+        for k in 0..members.len() {
+            if !self.dominated[k] {
+                members[kept] = members[k];
+                kept += 1;
+            }
+        }
+        kept
     }
-    // Whether member `j` dominates member `k`.
-    let dominates = |j: usize, k: usize| {
-        items[members[j]].value >= items[members[k]].value
-            && dense[j * rows..(j + 1) * rows].iter().zip(&dense[k * rows..(k + 1) * rows]).all(|(a, b)| a <= b)
-    };
-    let kept: Vec<usize> = (0..members.len())
-        .filter(|&k| !(0..members.len()).any(|j| j != k && dominates(j, k) && (j < k || !dominates(k, j))))
-        .map(|k| members[k])
-        .collect();
-    *members = kept;
 }
 
 #[cfg(test)]

@@ -73,6 +73,9 @@ pub(crate) struct Lp<'a> {
     pub mu: Vec<f64>,
     basic: Vec<bool>,
     marked: Vec<u32>,
+    /// During a primal solve, each item's value where it may enter the basis and −∞ where it may
+    /// not (disallowed or basic), so that pricing tests nothing per item.
+    price: Vec<f64>,
     scratch_m: Vec<f64>,
     scratch_g: Vec<f64>,
     candidates: Vec<u32>,
@@ -106,6 +109,7 @@ impl<'a> Lp<'a> {
             mu: vec![0.0; c.groups()],
             basic: vec![false; vars],
             marked: Vec::new(),
+            price: Vec::with_capacity(n),
             scratch_m: vec![0.0; rows],
             scratch_g: vec![0.0; c.groups()],
             candidates: Vec::with_capacity(vars),
@@ -293,8 +297,9 @@ impl<'a> Lp<'a> {
         self.scratch_m = column;
     }
 
-    /// Replaces basic variable `leaving` by `entering`, choosing a new key when a key leaves.
-    fn pivot(&mut self, basis: &mut Basis, leaving: Leaving, entering: u32) {
+    /// Replaces basic variable `leaving` by `entering`, choosing a new key when a key leaves;
+    /// returns the variable that left the basis.
+    fn pivot(&mut self, basis: &mut Basis, leaving: Leaving, entering: u32) -> u32 {
         let left = match leaving {
             Leaving::Slot(s) => std::mem::replace(&mut basis.nonkey[s], entering),
             Leaving::Key(h) => {
@@ -313,6 +318,7 @@ impl<'a> Lp<'a> {
         self.basic[entering as usize] = true;
         // `marked` lists every variable that may be marked, for the next `mark_basic`.
         self.marked.push(entering);
+        left
     }
 
     fn iteration_limit(&self) -> usize {
@@ -341,7 +347,7 @@ impl<'a> Lp<'a> {
     fn primal_entering(&self, allowed: &[bool], bland: bool) -> Option<u32> {
         let m = self.rows;
         let mut best = self.dual_tol;
-        let mut entering = self.price_items(allowed, bland, &mut best);
+        let mut entering = self.price_items(bland, &mut best);
         if bland && entering.is_some() {
             return entering;
         }
@@ -363,15 +369,16 @@ impl<'a> Lp<'a> {
     }
 
     /// The item of largest reduced cost above `best` (raising `best` to it), or with `bland` the
-    /// first one. With four rows the columns are read as `[f64; 4]`, so the dot product unrolls
-    /// and the loop has no bounds checks; that is most hosts.
-    fn price_items(&self, allowed: &[bool], bland: bool, best: &mut f64) -> Option<u32> {
+    /// first one, among those that [`Self::price`] lets enter. With four rows the columns are
+    /// read as `[f64; 4]`, so the dot product unrolls and the loop has no bounds checks; that is
+    /// most hosts.
+    fn price_items(&self, bland: bool, best: &mut f64) -> Option<u32> {
         let m = self.rows;
         if m == 4 {
             let (columns, _) = self.col.as_chunks::<4>();
-            self.price_columns(columns.iter().map(|column| column.as_slice()), allowed, bland, best)
+            self.price_columns(columns.iter().map(|column| column.as_slice()), bland, best)
         } else {
-            self.price_columns((0..self.n).map(|j| &self.col[j * m..(j + 1) * m]), allowed, bland, best)
+            self.price_columns((0..self.n).map(|j| &self.col[j * m..(j + 1) * m]), bland, best)
         }
     }
 
@@ -380,18 +387,14 @@ impl<'a> Lp<'a> {
     fn price_columns<'c>(
         &self,
         columns: impl Iterator<Item = &'c [f64]>,
-        allowed: &[bool],
         bland: bool,
         best: &mut f64,
     ) -> Option<u32> {
         let lambda = &self.lambda[..self.rows];
         let mut entering = None;
-        let items = columns.zip(&self.c.value).zip(&self.c.item_group).zip(&self.basic).zip(allowed);
-        for (j, ((((column, &value), &group), &basic), &allowed)) in items.enumerate() {
-            if basic || !allowed {
-                continue;
-            }
-            let d = value - dot(column, lambda) - self.mu[group as usize];
+        for (j, ((column, &price), &group)) in columns.zip(&self.price).zip(&self.c.item_group).enumerate() {
+            // −∞ for an item that may not enter: never above `best`.
+            let d = price - dot(column, lambda) - self.mu[group as usize];
             if d > *best {
                 entering = Some(j as u32);
                 if bland {
@@ -413,6 +416,10 @@ impl<'a> Lp<'a> {
         let mut degenerate = 0usize;
         let mut y = vec![0.0; self.rows];
         self.mark_basic(basis);
+        let mut price = std::mem::take(&mut self.price);
+        price.clear();
+        price.extend((0..self.n).map(|j| if allowed[j] && !self.basic[j] { self.c.value[j] } else { f64::NEG_INFINITY }));
+        self.price = price;
         for _ in 0..limit {
             self.iterations += 1;
             if !self.refresh(basis) {
@@ -467,7 +474,13 @@ impl<'a> Lp<'a> {
                 return LpStatus::Failed; // unbounded cannot happen: every variable is at most 1
             };
             degenerate = if step <= 1e-12 { degenerate + 1 } else { 0 };
-            self.pivot(basis, leaving, entering);
+            let left = self.pivot(basis, leaving, entering) as usize;
+            if (entering as usize) < self.n {
+                self.price[entering as usize] = f64::NEG_INFINITY;
+            }
+            if left < self.n && allowed[left] {
+                self.price[left] = self.c.value[left];
+            }
         }
         LpStatus::Failed
     }
@@ -734,7 +747,7 @@ mod tests {
                 return;
             }
             walk(g + 1, problem, chosen, best);
-            for i in (0..problem.items().len()).filter(|&i| problem.items()[i].group == g) {
+            for i in (0..problem.item_count()).filter(|&i| problem.item(i).group == g) {
                 chosen.push(i);
                 walk(g + 1, problem, chosen, best);
                 chosen.pop();

@@ -25,27 +25,51 @@ pub enum ProblemError {
     DuplicateRow { row: usize },
 }
 
-/// One option of a group: taking it earns `value` and uses `consumption` (row, amount) pairs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Item {
+/// One option of a group, as the problem stores it: taking it earns `value` and uses
+/// `consumption` (row, amount) pairs, ascending by row, with no zero amounts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Item<'a> {
     pub group: usize,
     pub value: f64,
-    pub consumption: Vec<(usize, u64)>,
+    pub consumption: &'a [(usize, u64)],
 }
 
 /// Groups of mutually exclusive items over capacitated rows. Items are numbered in the order they
 /// were added; that number is what a [`Solution`](super::Solution) reports.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// Items are stored flat (every item's consumption in one array) rather than as an allocation
+/// each: a host's round is translated into a problem hundreds of times a second, and one
+/// allocation per bundle was a seventh of clearing a host.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
     capacities: Vec<u64>,
     group_count: usize,
-    items: Vec<Item>,
+    item_group: Vec<usize>,
+    item_value: Vec<f64>,
+    /// Consumption of item `i` is `consumption[consumption_start[i]..consumption_start[i + 1]]`.
+    consumption_start: Vec<usize>,
+    consumption: Vec<(usize, u64)>,
 }
 
 impl Problem {
     /// A problem with these row capacities, no groups and no items.
     pub fn new(capacities: Vec<u64>) -> Self {
-        Problem { capacities, group_count: 0, items: Vec::new() }
+        Self::with_capacity(capacities, 0, 0)
+    }
+
+    /// [`Problem::new`] with room for `items` items and `entries` (row, amount) pairs in all, so
+    /// that adding them does not reallocate.
+    pub fn with_capacity(capacities: Vec<u64>, items: usize, entries: usize) -> Self {
+        let mut consumption_start = Vec::with_capacity(items + 1);
+        consumption_start.push(0);
+        Problem {
+            capacities,
+            group_count: 0,
+            item_group: Vec::with_capacity(items),
+            item_value: Vec::with_capacity(items),
+            consumption_start,
+            consumption: Vec::with_capacity(entries),
+        }
     }
 
     /// Opens a new (empty) group and returns its number.
@@ -54,7 +78,8 @@ impl Problem {
         self.group_count - 1
     }
 
-    /// Adds an item to `group`; zero amounts are dropped. Returns the item's number.
+    /// Adds an item to `group`; zero amounts are dropped. Returns the item's number. A refused
+    /// item leaves the problem as it was.
     pub fn add_item(
         &mut self,
         group: usize,
@@ -67,21 +92,30 @@ impl Problem {
         if !value.is_finite() {
             return Err(ProblemError::NonFiniteValue { value });
         }
-        let mut consumption: Vec<(usize, u64)> = consumption.into_iter().filter(|&(_, a)| a > 0).collect();
+        let start = self.consumption.len();
+        self.consumption.extend(consumption.into_iter().filter(|&(_, a)| a > 0));
+        let entries = &mut self.consumption[start..];
         // Callers mostly list rows in order already (every host's translation does).
-        if !consumption.is_sorted() {
-            consumption.sort_unstable();
+        if !entries.is_sorted() {
+            entries.sort_unstable();
         }
-        for pair in consumption.windows(2) {
-            if pair[0].0 == pair[1].0 {
-                return Err(ProblemError::DuplicateRow { row: pair[0].0 });
-            }
+        let error = if let Some(pair) = entries.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            Some(ProblemError::DuplicateRow { row: pair[0].0 })
+        } else {
+            // Sorted: only the last row can be out of range.
+            entries
+                .last()
+                .filter(|&&(row, _)| row >= self.capacities.len())
+                .map(|&(row, _)| ProblemError::NoSuchRow { row, rows: self.capacities.len() })
+        };
+        if let Some(error) = error {
+            self.consumption.truncate(start);
+            return Err(error);
         }
-        if let Some(&(row, _)) = consumption.iter().find(|&&(row, _)| row >= self.capacities.len()) {
-            return Err(ProblemError::NoSuchRow { row, rows: self.capacities.len() });
-        }
-        self.items.push(Item { group, value, consumption });
-        Ok(self.items.len() - 1)
+        self.item_group.push(group);
+        self.item_value.push(value);
+        self.consumption_start.push(self.consumption.len());
+        Ok(self.item_group.len() - 1)
     }
 
     pub fn capacities(&self) -> &[u64] {
@@ -92,8 +126,28 @@ impl Problem {
         self.group_count
     }
 
-    pub fn items(&self) -> &[Item] {
-        &self.items
+    pub fn item_count(&self) -> usize {
+        self.item_group.len()
+    }
+
+    /// Item `i` (as numbered by [`Problem::add_item`]). Panics if there is no such item.
+    #[inline]
+    pub fn item(&self, i: usize) -> Item<'_> {
+        Item {
+            group: self.item_group[i],
+            value: self.item_value[i],
+            consumption: &self.consumption[self.consumption_start[i]..self.consumption_start[i + 1]],
+        }
+    }
+
+    /// Every item, in order.
+    pub fn items(&self) -> impl ExactSizeIterator<Item = Item<'_>> + '_ {
+        (0..self.item_count()).map(|i| self.item(i))
+    }
+
+    /// Total (row, amount) entries over all items.
+    pub fn entry_count(&self) -> usize {
+        self.consumption.len()
     }
 
     /// Why `chosen` (item numbers) is not a feasible selection, or `None` if it is.
@@ -101,13 +155,14 @@ impl Problem {
         let mut group_taken = vec![None; self.group_count];
         let mut used = vec![0u128; self.capacities.len()];
         for &i in chosen {
-            let Some(item) = self.items.get(i) else {
+            if i >= self.item_count() {
                 return Some(Infeasibility::NoSuchItem(i));
-            };
+            }
+            let item = self.item(i);
             if let Some(other) = group_taken[item.group].replace(i) {
                 return Some(Infeasibility::TwoItemsInGroup { group: item.group, items: (other, i) });
             }
-            for &(row, amount) in &item.consumption {
+            for &(row, amount) in item.consumption {
                 used[row] += u128::from(amount);
             }
         }
@@ -119,7 +174,7 @@ impl Problem {
 
     /// Sum of the values of `chosen`.
     pub fn value_of(&self, chosen: &[usize]) -> f64 {
-        chosen.iter().map(|&i| self.items[i].value).sum()
+        chosen.iter().map(|&i| self.item_value[i]).sum()
     }
 }
 
@@ -140,5 +195,35 @@ impl fmt::Display for Infeasibility {
             }
             Infeasibility::OverCapacity { row } => write!(f, "row {row} is over capacity"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_keep_their_rows_sorted_without_zero_amounts() {
+        let mut problem = Problem::new(vec![10, 10, 10]);
+        let g = problem.add_group();
+        let i = problem.add_item(g, 4.0, [(2, 3), (0, 1), (1, 0)]).unwrap();
+        assert_eq!(problem.item(i), Item { group: g, value: 4.0, consumption: &[(0, 1), (2, 3)] });
+        assert_eq!(problem.entry_count(), 2);
+    }
+
+    #[test]
+    fn a_refused_item_leaves_the_problem_as_it_was() {
+        let mut problem = Problem::new(vec![10, 10]);
+        let g = problem.add_group();
+        problem.add_item(g, 1.0, [(0, 2)]).unwrap();
+        let before = problem.clone();
+        assert_eq!(problem.add_item(g, 2.0, [(1, 1), (1, 2)]), Err(ProblemError::DuplicateRow { row: 1 }));
+        assert_eq!(problem.add_item(g, 2.0, [(0, 1), (5, 1)]), Err(ProblemError::NoSuchRow { row: 5, rows: 2 }));
+        assert_eq!(problem.add_item(g + 1, 2.0, [(0, 1)]), Err(ProblemError::NoSuchGroup { group: 1, groups: 1 }));
+        assert_eq!(problem.add_item(g, f64::NAN, [(0, 1)]).unwrap_err().to_string(), "item value NaN is not a finite number");
+        assert_eq!(problem, before);
+        // And the next item is numbered and stored as if nothing had been refused.
+        assert_eq!(problem.add_item(g, 3.0, [(1, 4)]), Ok(1));
+        assert_eq!(problem.item(1).consumption, &[(1, 4)]);
     }
 }

@@ -240,7 +240,7 @@ fn clear_component(
         .collect();
     for slot in &joint.slots {
         let w = &hosts[slot.host].workloads[slot.workload];
-        let won = slot.items.iter().position(|item| chosen.binary_search(item).is_ok());
+        let won = slot.items.clone().position(|item| chosen.binary_search(&item).is_ok());
         let (host_pos, _) = members.iter().enumerate().find(|&(_, &h)| h == slot.host).expect("slot host is a member");
         let outcome = &mut outcomes[host_pos].1;
         let value = won.map_or(0.0, |b| w.effective_value(&w.bundles[b]));

@@ -49,7 +49,7 @@ pub fn clear_within(problem: &Problem, options: &SolveOptions, relative_gap: f64
         // The re-solves are independent: in parallel (a host cleared alone gets every core; in a
         // round of many hosts rayon shares the cores among hosts and re-solves alike).
         let resolved: Vec<(usize, f64, bool)> = map_in_parallel(&solution.chosen, |&item| {
-            let winner = &problem.items()[item];
+            let winner = problem.item(item);
             let others: Vec<usize> = solution.chosen.iter().copied().filter(|&i| i != item).collect();
             let (without, _) =
                 solve_compiled(&compiled, options, relative_gap, Some(winner.group), &others, root_basis.as_ref());

@@ -19,7 +19,9 @@ pub(crate) struct Compiled {
     pub capacity: Vec<u64>,
     /// 1 / capacity, to measure consumption as a fraction of the row.
     pub inv_capacity: Vec<f64>,
-    /// Items of compiled group `g` are `group_start[g]..group_start[g + 1]`.
+    /// Items of compiled group `g` are `group_start[g]..group_start[g + 1]`, most valuable first
+    /// (of equal values, the first added first), so that a search for a better option in a group
+    /// can stop at the first that fits.
     pub group_start: Vec<u32>,
     /// The caller's group number of each compiled group.
     pub group_original: Vec<usize>,
@@ -88,7 +90,8 @@ impl Compiled {
             members[*slot as usize] = i;
             *slot += 1;
         }
-        // Dominated items out, each group's survivors moved up to follow the previous group's.
+        // Dominated items out, each group's survivors sorted by value and moved up to follow the
+        // previous group's.
         let mut scratch = Dominance::default();
         let mut kept = 0;
         for g in 0..group_count {
@@ -215,28 +218,45 @@ struct Dominance {
     dense: Vec<u64>,
     value: Vec<f64>,
     dominated: Vec<bool>,
+    survivors: Vec<(f64, u32)>,
 }
 
 impl Dominance {
-    /// Moves to the front of `members` (in their order) every item that no sibling dominates (is
-    /// worth at least as much and uses no more of any row), and returns how many there are. Of
-    /// two identical items the first one added is kept. Each comparison is a straight pass over
-    /// two rows of the dense matrix.
+    /// Moves to the front of `members` every item that no sibling dominates (is worth at least
+    /// as much and uses no more of any row), most valuable first (of equal values, in their
+    /// order), and returns how many there are. Of two identical items the first one added is
+    /// kept. Each comparison is a straight pass over two rows of the dense matrix.
     fn undominated(&mut self, members: &mut [u32], problem: &Problem) -> usize {
-        // Quadratic; XOR bids are small, and a huge one is left as it is rather than stall.
-        if members.len() < 2 || members.len() > 256 {
-            return members.len();
+        self.value.clear();
+        self.value.extend(members.iter().map(|&i| problem.item(i as usize).value));
+        self.dominated.clear();
+        self.dominated.resize(members.len(), false);
+        // Quadratic; XOR bids are small, and a huge one is kept whole rather than stall.
+        if members.len() >= 2 && members.len() <= 256 {
+            self.mark_dominated(members, problem);
         }
+        self.survivors.clear();
+        self.survivors.extend(
+            members.iter().zip(&self.value).zip(&self.dominated).filter(|(_, &d)| !d).map(|((&i, &v), _)| (v, i)),
+        );
+        // Stable: equal values keep their order.
+        self.survivors.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (slot, &(_, i)) in members.iter_mut().zip(&self.survivors) {
+            *slot = i;
+        }
+        self.survivors.len()
+    }
+
+    /// Sets `dominated[k]` for every member `k` that a sibling dominates (`value` holds the
+    /// members' values).
+    fn mark_dominated(&mut self, members: &[u32], problem: &Problem) {
         let rows = problem.capacities().len();
         self.dense.clear();
         self.dense.resize(members.len() * rows, 0);
-        self.value.clear();
         for (k, &i) in members.iter().enumerate() {
-            let item = problem.item(i as usize);
-            for &(row, amount) in item.consumption {
+            for &(row, amount) in problem.item(i as usize).consumption {
                 self.dense[k * rows + row] = amount;
             }
-            self.value.push(item.value);
         }
         let (dense, value) = (&self.dense, &self.value);
         // Whether member `j` dominates member `k`.
@@ -244,19 +264,9 @@ impl Dominance {
             value[j] >= value[k]
                 && dense[j * rows..(j + 1) * rows].iter().zip(&dense[k * rows..(k + 1) * rows]).all(|(a, b)| a <= b)
         };
-        self.dominated.clear();
-        self.dominated.extend(
-            (0..members.len())
-                .map(|k| (0..members.len()).any(|j| j != k && dominates(j, k) && (j < k || !dominates(k, j)))),
-        );
-        let mut kept = 0;
-        for k in 0..members.len() {
-            if !self.dominated[k] {
-                members[kept] = members[k];
-                kept += 1;
-            }
+        for (k, dominated) in self.dominated.iter_mut().enumerate() {
+            *dominated = (0..members.len()).any(|j| j != k && dominates(j, k) && (j < k || !dominates(k, j)));
         }
-        kept
     }
 }
 
@@ -273,6 +283,22 @@ mod tests {
         assert_eq!(value_step(&[0.1 + 0.2]), 0.1, "float rounding of a decimal value is not a finer step");
         assert_eq!(value_step(&[1.0 / 3.0]), 0.0);
         assert_eq!(value_step(&[2.5, 1e300]), 0.0, "too large to trust any step");
+    }
+
+    #[test]
+    fn dominated_and_worthless_options_go_and_the_rest_are_sorted_by_value() {
+        let mut problem = Problem::new(vec![10, 10]);
+        let g = problem.add_group();
+        let small = problem.add_item(g, 2.0, [(0, 1)]).unwrap();
+        problem.add_item(g, 1.0, [(0, 2)]).unwrap(); // dominated by `small`
+        let large = problem.add_item(g, 5.0, [(0, 3), (1, 3)]).unwrap();
+        let trade = problem.add_item(g, 2.0, [(1, 1)]).unwrap(); // as valuable as `small`, other row
+        problem.add_item(g, 0.0, [(0, 1)]).unwrap(); // worth nothing
+        problem.add_item(g, 9.0, [(0, 11)]).unwrap(); // never fits
+        let c = Compiled::new(&problem);
+        let kept: Vec<usize> = (0..c.items()).map(|i| c.item_original[i]).collect();
+        assert_eq!(kept, [large, small, trade], "most valuable first; equal values in the order added");
+        assert_eq!(c.group_start, [0, 3]);
     }
 
     #[test]

@@ -76,7 +76,6 @@ pub(crate) struct Lp<'a> {
     /// During a primal solve, each item's value where it may enter the basis and −∞ where it may
     /// not (disallowed or basic), so that pricing tests nothing per item.
     price: Vec<f64>,
-    scratch_m: Vec<f64>,
     scratch_g: Vec<f64>,
     candidates: Vec<u32>,
     /// Simplex iterations over the lifetime of this LP (for diagnostics).
@@ -110,7 +109,6 @@ impl<'a> Lp<'a> {
             basic: vec![false; vars],
             marked: Vec::new(),
             price: Vec::with_capacity(n),
-            scratch_m: vec![0.0; rows],
             scratch_g: vec![0.0; c.groups()],
             candidates: Vec::with_capacity(vars),
             iterations: 0,
@@ -222,79 +220,65 @@ impl<'a> Lp<'a> {
     }
 
     /// Factorises the working basis and computes primal values and duals. `false` if singular.
+    /// Runs at every iteration, so its vectors of `rows` entries live on the stack.
     fn refresh(&mut self, basis: &Basis) -> bool {
         let m = self.rows;
         // W[r][s] = column(nonkey s) - column(key of its group).
-        let mut lu = std::mem::take(&mut self.lu);
-        lu.iter_mut().for_each(|x| *x = 0.0);
-        let mut column = std::mem::take(&mut self.scratch_m);
-        for s in 0..m {
-            let v = basis.nonkey[s];
-            column.iter_mut().for_each(|x| *x = 0.0);
-            self.add_column(v, 1.0, &mut column);
+        for (s, &v) in basis.nonkey.iter().enumerate() {
+            let mut column = [0.0f64; MAX_LP_ROWS];
+            self.add_column(v, 1.0, &mut column[..m]);
             let g = self.group_of(v);
             if g != NO_GROUP {
-                self.add_column(basis.key[g as usize], -1.0, &mut column);
+                self.add_column(basis.key[g as usize], -1.0, &mut column[..m]);
             }
-            for r in 0..m {
-                lu[r * m + s] = column[r];
+            for (r, &x) in column[..m].iter().enumerate() {
+                self.lu[r * m + s] = x;
             }
         }
-        let ok = lu_factor(m, &mut lu, &mut self.perm);
-        self.lu = lu;
-        if !ok {
-            self.scratch_m = column;
+        if !lu_factor(m, &mut self.lu, &mut self.perm) {
             return false;
         }
         // Primal: W x = 1 - Σ_g column(key g).
-        column.iter_mut().for_each(|x| *x = 1.0);
+        let mut rhs = [1.0f64; MAX_LP_ROWS];
         for &k in &basis.key {
             // Only items have a column in the rows; a key is never a row slack.
             if (k as usize) < self.n {
                 let key_column = &self.col[k as usize * m..(k as usize + 1) * m];
-                column.iter_mut().zip(key_column).for_each(|(x, a)| *x -= a);
+                rhs[..m].iter_mut().zip(key_column).for_each(|(x, a)| *x -= a);
             }
         }
-        let mut x = std::mem::take(&mut self.x_nonkey);
-        lu_solve(m, &self.lu, &self.perm, &column, &mut x);
-        self.x_nonkey = x;
-        for g in 0..self.c.groups() {
-            self.x_key[g] = 1.0;
-        }
-        for s in 0..m {
-            let g = self.group_of(basis.nonkey[s]);
+        lu_solve(m, &self.lu, &self.perm, &rhs[..m], &mut self.x_nonkey);
+        self.x_key.fill(1.0);
+        for (s, &v) in basis.nonkey.iter().enumerate() {
+            let g = self.group_of(v);
             if g != NO_GROUP {
                 self.x_key[g as usize] -= self.x_nonkey[s];
             }
         }
         // Duals: W^T λ = value(nonkey) - value(key of its group); μ_g = value(key) - λ·column(key).
-        for s in 0..m {
-            let v = basis.nonkey[s];
+        let mut cost = [0.0f64; MAX_LP_ROWS];
+        for (s, &v) in basis.nonkey.iter().enumerate() {
             let g = self.group_of(v);
-            column[s] = self.value_of(v) - if g != NO_GROUP { self.value_of(basis.key[g as usize]) } else { 0.0 };
+            cost[s] = self.value_of(v) - if g != NO_GROUP { self.value_of(basis.key[g as usize]) } else { 0.0 };
         }
-        let mut lambda = std::mem::take(&mut self.lambda);
-        lu_solve_transposed(m, &self.lu, &self.perm, &column, &mut lambda);
-        self.lambda = lambda;
+        lu_solve_transposed(m, &self.lu, &self.perm, &cost[..m], &mut self.lambda);
         for (mu, &k) in self.mu.iter_mut().zip(&basis.key) {
             let k = k as usize;
             *mu = if k < self.n { self.c.value[k] - dot(&self.col[k * m..(k + 1) * m], &self.lambda) } else { 0.0 };
         }
-        self.scratch_m = column;
         true
     }
 
     /// `W^{-1} (column(v) - column(key of v's group))` into `y`.
-    fn ftran(&mut self, basis: &Basis, v: u32, y: &mut [f64]) {
-        let mut column = std::mem::take(&mut self.scratch_m);
-        column.iter_mut().for_each(|x| *x = 0.0);
-        self.add_column(v, 1.0, &mut column);
+    fn ftran(&self, basis: &Basis, v: u32, y: &mut [f64]) {
+        let m = self.rows;
+        let mut column = [0.0f64; MAX_LP_ROWS];
+        self.add_column(v, 1.0, &mut column[..m]);
         let g = self.group_of(v);
         if g != NO_GROUP {
-            self.add_column(basis.key[g as usize], -1.0, &mut column);
+            self.add_column(basis.key[g as usize], -1.0, &mut column[..m]);
         }
-        lu_solve(self.rows, &self.lu, &self.perm, &column, y);
-        self.scratch_m = column;
+        lu_solve(m, &self.lu, &self.perm, &column[..m], y);
     }
 
     /// Replaces basic variable `leaving` by `entering`, choosing a new key when a key leaves;
@@ -451,21 +435,25 @@ impl<'a> Lp<'a> {
             }
             let eg = self.group_of(entering);
             let mut key_rate = std::mem::take(&mut self.scratch_g);
-            let mut touched: Vec<usize> = Vec::with_capacity(self.rows + 1);
+            // The groups whose key moves: the entering variable's and the basic siblings'.
+            let mut touched = [0usize; MAX_LP_ROWS + 1];
+            let mut touched_count = 0;
             if eg != NO_GROUP {
                 key_rate[eg as usize] -= 1.0;
-                touched.push(eg as usize);
+                touched[0] = eg as usize;
+                touched_count = 1;
             }
             for s in 0..self.rows {
                 let g = self.group_of(basis.nonkey[s]);
                 if g != NO_GROUP {
-                    if !touched.contains(&(g as usize)) {
-                        touched.push(g as usize);
+                    if !touched[..touched_count].contains(&(g as usize)) {
+                        touched[touched_count] = g as usize;
+                        touched_count += 1;
                     }
                     key_rate[g as usize] += y[s];
                 }
             }
-            for &g in &touched {
+            for &g in &touched[..touched_count] {
                 consider(self.x_key[g], key_rate[g], Leaving::Key(g), &mut step, &mut leaving);
                 key_rate[g] = 0.0;
             }

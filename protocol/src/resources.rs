@@ -61,6 +61,7 @@ impl Resource {
     }
 
     /// The position of this resource in [`ResourceVector::as_array`].
+    #[inline]
     pub fn index(self) -> usize {
         self as usize
     }
@@ -124,16 +125,19 @@ impl ResourceVector {
     }
 
     /// Builds a vector from the array order of [`Resource::ALL`].
+    #[inline]
     pub fn from_array(a: [u64; Resource::COUNT]) -> Self {
         ResourceVector { cpu: a[0], memory: a[1], disk_bw: a[2], net_bw: a[3], llc: a[4], mem_bw: a[5] }
     }
 
     /// The amounts in the order of [`Resource::ALL`], for dense numeric code such as the solver.
+    #[inline]
     pub fn as_array(&self) -> [u64; Resource::COUNT] {
         [self.cpu, self.memory, self.disk_bw, self.net_bw, self.llc, self.mem_bw]
     }
 
     /// The amount of one resource.
+    #[inline]
     pub fn get(&self, r: Resource) -> u64 {
         self.as_array()[r.index()]
     }
@@ -154,6 +158,7 @@ impl ResourceVector {
     }
 
     /// Every amount is within [`MAX_AMOUNT`].
+    #[inline]
     pub fn validate(&self) -> Result<(), ResourceError> {
         for r in Resource::ALL {
             check_amount(r, self.get(r))?;
@@ -181,6 +186,7 @@ impl ResourceVector {
 
     /// Component-wise difference floored at zero: "how much of `other` is left over", used where
     /// running short is a normal outcome rather than an error.
+    #[inline]
     pub fn saturating_sub(&self, other: &ResourceVector) -> ResourceVector {
         let (a, b) = (self.as_array(), other.as_array());
         Self::from_array(std::array::from_fn(|i| a[i].saturating_sub(b[i])))
@@ -199,12 +205,14 @@ impl ResourceVector {
     }
 
     /// Every component of `self` is at most the one of `other`.
+    #[inline]
     pub fn fits_within(&self, other: &ResourceVector) -> bool {
         let (a, b) = (self.as_array(), other.as_array());
         a.iter().zip(b.iter()).all(|(x, y)| x <= y)
     }
 
     /// The first resource on which `self` exceeds `other`, if any.
+    #[inline]
     pub fn first_excess_over(&self, other: &ResourceVector) -> Option<Resource> {
         Resource::ALL.into_iter().find(|&r| self.get(r) > other.get(r))
     }

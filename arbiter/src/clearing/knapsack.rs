@@ -860,6 +860,11 @@ impl<'a> Search<'a> {
         if self.prune(bound) {
             return bound;
         }
+        // Out of time after the heuristics (a root under a short deadline): no child would be
+        // explored, so fixing and choosing a branch would be wasted.
+        if self.out_of_time() {
+            return bound;
+        }
 
         // Reduced-cost fixing at these multipliers.
         let mut fixed_any = false;

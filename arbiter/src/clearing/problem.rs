@@ -95,11 +95,14 @@ impl Problem {
         let start = self.consumption.len();
         self.consumption.extend(consumption.into_iter().filter(|&(_, a)| a > 0));
         let entries = &mut self.consumption[start..];
-        // Callers mostly list rows in order already (every host's translation does).
-        if !entries.is_sorted() {
+        // Callers mostly list distinct rows in order already (every host's translation does):
+        // then one pass says that there is nothing to sort and no row twice.
+        let strictly_ascending = entries.windows(2).all(|pair| pair[0].0 < pair[1].0);
+        if !strictly_ascending {
             entries.sort_unstable();
         }
-        let error = if let Some(pair) = entries.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+        let duplicate = if strictly_ascending { None } else { entries.windows(2).find(|pair| pair[0].0 == pair[1].0) };
+        let error = if let Some(pair) = duplicate {
             Some(ProblemError::DuplicateRow { row: pair[0].0 })
         } else {
             // Sorted: only the last row can be out of range.

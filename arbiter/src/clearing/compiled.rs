@@ -91,12 +91,14 @@ impl Compiled {
             *slot += 1;
         }
         // Dominated items out, each group's survivors sorted by value and moved up to follow the
-        // previous group's.
+        // previous group's. On the way, the most each group can take of each row: a row is
+        // redundant when even the greediest choice in every group cannot overfill it.
         let mut scratch = Dominance::default();
+        let mut worst_case = vec![0u128; capacities.len()];
         let mut kept = 0;
         for g in 0..group_count {
             let (start, end) = (group_end[g] as usize, group_end[g + 1] as usize);
-            let survivors = scratch.undominated(&mut members[start..end], problem);
+            let survivors = scratch.undominated(&mut members[start..end], problem, &mut worst_case);
             members.copy_within(start..start + survivors, kept);
             group_end[g] = kept as u32;
             kept += survivors;
@@ -106,22 +108,6 @@ impl Compiled {
         // From here the items of group `g` are `members[group_end[g]..group_end[g + 1]]`.
         let group_items = |g: usize| &members[group_end[g] as usize..group_end[g + 1] as usize];
 
-        // A row is redundant when even the greediest choice in every group cannot overfill it.
-        let mut worst_case = vec![0u128; capacities.len()];
-        let mut group_max = vec![0u64; capacities.len()];
-        for g in 0..group_count {
-            for &i in group_items(g) {
-                for &(row, amount) in problem.item(i as usize).consumption {
-                    group_max[row] = group_max[row].max(amount);
-                }
-            }
-            // Each row's maximum is added once and reset for the next group.
-            for &i in group_items(g) {
-                for &(row, _) in problem.item(i as usize).consumption {
-                    worst_case[row] += u128::from(std::mem::take(&mut group_max[row]));
-                }
-            }
-        }
         let mut row_new = vec![u32::MAX; capacities.len()];
         let mut capacity = Vec::new();
         for (row, &cap) in capacities.iter().enumerate() {
@@ -214,59 +200,82 @@ impl Compiled {
 /// Scratch space of the dominance check, reused from group to group.
 #[derive(Default)]
 struct Dominance {
-    /// The members' consumption as a dense `members x rows` matrix.
+    /// The members' consumption as a dense `members x rows` matrix, in order of value.
     dense: Vec<u64>,
-    value: Vec<f64>,
+    /// (value, item) of each member, most valuable first.
+    by_value: Vec<(f64, u32)>,
     dominated: Vec<bool>,
-    survivors: Vec<(f64, u32)>,
 }
 
 impl Dominance {
     /// Moves to the front of `members` every item that no sibling dominates (is worth at least
     /// as much and uses no more of any row), most valuable first (of equal values, in their
-    /// order), and returns how many there are. Of two identical items the first one added is
-    /// kept. Each comparison is a straight pass over two rows of the dense matrix.
-    fn undominated(&mut self, members: &mut [u32], problem: &Problem) -> usize {
-        self.value.clear();
-        self.value.extend(members.iter().map(|&i| problem.item(i as usize).value));
-        self.dominated.clear();
-        self.dominated.resize(members.len(), false);
-        // Quadratic; XOR bids are small, and a huge one is kept whole rather than stall.
-        if members.len() >= 2 && members.len() <= 256 {
-            self.mark_dominated(members, problem);
-        }
-        self.survivors.clear();
-        self.survivors.extend(
-            members.iter().zip(&self.value).zip(&self.dominated).filter(|(_, &d)| !d).map(|((&i, &v), _)| (v, i)),
-        );
-        // Stable: equal values keep their order.
-        self.survivors.sort_by(|a, b| b.0.total_cmp(&a.0));
-        for (slot, &(_, i)) in members.iter_mut().zip(&self.survivors) {
-            *slot = i;
-        }
-        self.survivors.len()
-    }
-
-    /// Sets `dominated[k]` for every member `k` that a sibling dominates (`value` holds the
-    /// members' values).
-    fn mark_dominated(&mut self, members: &[u32], problem: &Problem) {
+    /// order), and returns how many there are; adds the most each row can take from them to
+    /// `worst_case`. Of two identical items the first one added is kept.
+    ///
+    /// Sorting first means that only the items before an item (and its equals) can dominate it,
+    /// and each comparison is a straight pass over two rows of the dense matrix.
+    fn undominated(&mut self, members: &mut [u32], problem: &Problem, worst_case: &mut [u128]) -> usize {
         let rows = problem.capacities().len();
+        self.by_value.clear();
+        self.by_value.extend(members.iter().map(|&i| (problem.item(i as usize).value, i)));
+        // Stable: equal values keep the order they were added in.
+        self.by_value.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let n = members.len();
+        if n > 256 {
+            // Quadratic; XOR bids are small, and a huge one is kept whole rather than stall.
+            for (slot, &(_, i)) in members.iter_mut().zip(&self.by_value) {
+                *slot = i;
+            }
+            let mut largest = vec![0u64; rows];
+            for &i in members.iter() {
+                for &(row, amount) in problem.item(i as usize).consumption {
+                    largest[row] = largest[row].max(amount);
+                }
+            }
+            worst_case.iter_mut().zip(largest).for_each(|(most, largest)| *most += u128::from(largest));
+            return n;
+        }
         self.dense.clear();
-        self.dense.resize(members.len() * rows, 0);
-        for (k, &i) in members.iter().enumerate() {
+        self.dense.resize(n * rows, 0);
+        for (k, &(_, i)) in self.by_value.iter().enumerate() {
             for &(row, amount) in problem.item(i as usize).consumption {
                 self.dense[k * rows + row] = amount;
             }
         }
-        let (dense, value) = (&self.dense, &self.value);
-        // Whether member `j` dominates member `k`.
-        let dominates = |j: usize, k: usize| {
-            value[j] >= value[k]
-                && dense[j * rows..(j + 1) * rows].iter().zip(&dense[k * rows..(k + 1) * rows]).all(|(a, b)| a <= b)
-        };
-        for (k, dominated) in self.dominated.iter_mut().enumerate() {
-            *dominated = (0..members.len()).any(|j| j != k && dominates(j, k) && (j < k || !dominates(k, j)));
+        self.dominated.clear();
+        self.dominated.resize(n, false);
+        if n >= 2 {
+            let (dense, by_value) = (&self.dense, &self.by_value);
+            let uses_no_more = |j: usize, k: usize| {
+                dense[j * rows..(j + 1) * rows].iter().zip(&dense[k * rows..(k + 1) * rows]).all(|(a, b)| a <= b)
+            };
+            let mut equal_end = 0;
+            for k in 0..n {
+                // Members `..equal_end` are worth at least as much as `k`.
+                equal_end = equal_end.max(k + 1);
+                while equal_end < n && by_value[equal_end].0 >= by_value[k].0 {
+                    equal_end += 1;
+                }
+                // An earlier one that uses no more dominates `k`; a later equal one only if
+                // `k` does not use exactly as much (then `k`, added first, is kept).
+                self.dominated[k] = (0..equal_end)
+                    .any(|j| j != k && uses_no_more(j, k) && (j < k || by_value[j].0 > by_value[k].0 || !uses_no_more(k, j)));
+            }
         }
+        let mut kept = 0;
+        for k in 0..n {
+            if self.dominated[k] {
+                continue;
+            }
+            members[kept] = self.by_value[k].1;
+            kept += 1;
+        }
+        for (row, most) in worst_case.iter_mut().enumerate() {
+            let largest = (0..n).filter(|&k| !self.dominated[k]).map(|k| self.dense[k * rows + row]).max();
+            *most += u128::from(largest.unwrap_or(0));
+        }
+        kept
     }
 }
 
@@ -299,6 +308,19 @@ mod tests {
         let kept: Vec<usize> = (0..c.items()).map(|i| c.item_original[i]).collect();
         assert_eq!(kept, [large, small, trade], "most valuable first; equal values in the order added");
         assert_eq!(c.group_start, [0, 3]);
+    }
+
+    #[test]
+    fn of_equal_values_the_smaller_option_stays_and_of_identical_ones_the_first() {
+        let mut problem = Problem::new(vec![10, 10]);
+        let g = problem.add_group();
+        let first = problem.add_item(g, 3.0, [(0, 2), (1, 2)]).unwrap();
+        problem.add_item(g, 3.0, [(0, 2), (1, 2)]).unwrap(); // identical to `first`
+        problem.add_item(g, 4.0, [(0, 5), (1, 1)]).unwrap(); // dominated by the next
+        let smaller = problem.add_item(g, 4.0, [(0, 4), (1, 1)]).unwrap();
+        let c = Compiled::new(&problem);
+        let kept: Vec<usize> = (0..c.items()).map(|i| c.item_original[i]).collect();
+        assert_eq!(kept, [smaller, first]);
     }
 
     #[test]

@@ -248,3 +248,48 @@ pub(crate) fn joint_problem(
     }
     JointProblem { problem, slots }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_repeated_name_is_found_in_short_and_long_lists() {
+        let short = ["b0", "b1", "a1", "b2", "a1", "b1"];
+        assert_eq!(first_duplicate(short.into_iter()), Some("a1"), "the first name that repeats an earlier one");
+        assert_eq!(first_duplicate(["x1", "y1", "z1", ""].into_iter()), None, "same last byte is not the same name");
+        assert_eq!(first_duplicate(["", "a", ""].into_iter()), Some(""), "empty names count too");
+        assert_eq!(first_duplicate(std::iter::empty()), None);
+        let long: Vec<String> = (0..40).map(|k| format!("w{k}")).collect();
+        assert_eq!(first_duplicate(long.iter().map(String::as_str)), None);
+        let mut repeated = long.clone();
+        repeated.push("w17".to_owned());
+        assert_eq!(first_duplicate(repeated.iter().map(String::as_str)), Some("w17"));
+    }
+
+    #[test]
+    fn a_repeated_bundle_or_workload_is_refused_by_name() {
+        let bundle = |id: &str| Bundle { id: id.to_owned(), alloc: ResourceVector::new(2, 2, 0, 0), value: 1.0 };
+        let workload = |name: &str, bundles: Vec<Bundle>| WorkloadBid {
+            workload: name.to_owned(),
+            tenant: None,
+            guaranteed: ResourceVector::new(1, 1, 0, 0),
+            balance: None,
+            bundles,
+        };
+        let host = HostAuction {
+            host: "h".into(),
+            capacity: ResourceVector::new(10, 10, 0, 0),
+            workloads: vec![workload("redis", vec![bundle("b0"), bundle("b1"), bundle("b0")])],
+        };
+        assert_eq!(
+            host.validate(),
+            Err(AuctionError::DuplicateBundle { host: "h".into(), workload: "redis".into(), bundle: "b0".into() })
+        );
+        let host = HostAuction {
+            workloads: vec![workload("redis", vec![bundle("b0")]), workload("redis", vec![])],
+            ..host
+        };
+        assert_eq!(host.validate(), Err(AuctionError::DuplicateWorkload { host: "h".into(), workload: "redis".into() }));
+    }
+}

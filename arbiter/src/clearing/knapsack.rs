@@ -160,7 +160,10 @@ fn reduced_value(c: &Compiled, lambda: &[f64; MAX_LP_ROWS], i: u32) -> f64 {
 fn greedy_selection(c: &Compiled, allowed: &[bool]) -> Vec<u32> {
     let size = |i: u32| -> f64 { c.consumption(i).map(|e| c.cons_fraction[e]).sum() };
     // (value per size of the step, group, item the step leads to)
-    let mut steps: Vec<(f64, u32, u32)> = Vec::new();
+    // Each step as one sortable number: its value per size (positive, so its bits order like the
+    // number), then its group and item; sorting plain integers costs a fraction of sorting
+    // tuples by a float comparison, and this sort was a fifth of the greedy.
+    let mut steps: Vec<u128> = Vec::new();
     let mut hull: Vec<(f64, f64, u32)> = Vec::new();
     let mut options: Vec<(f64, f64, u32)> = Vec::new();
     for g in 0..c.groups() {
@@ -197,15 +200,15 @@ fn greedy_selection(c: &Compiled, allowed: &[bool]) -> Vec<u32> {
         for pair in hull.windows(2) {
             let ((s1, v1, _), (s2, v2, i)) = (pair[0], pair[1]);
             let efficiency = if s2 > s1 { (v2 - v1) / (s2 - s1) } else { f64::INFINITY };
-            steps.push((efficiency, g as u32, i));
+            steps.push(u128::from(efficiency.to_bits()) << 64 | u128::from(g as u32) << 32 | u128::from(i));
         }
     }
-    steps.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+    steps.sort_unstable();
     let mut left = c.capacity.clone();
     let mut current: Vec<u32> = vec![u32::MAX; c.groups()];
     let release = |left: &mut [u64], item: u32| c.consumption(item).for_each(|e| left[c.cons_row[e] as usize] += c.cons_amount[e]);
     let take = |left: &mut [u64], item: u32| c.consumption(item).for_each(|e| left[c.cons_row[e] as usize] -= c.cons_amount[e]);
-    for &(_, g, i) in &steps {
+    for (g, i) in steps.iter().rev().map(|&step| ((step >> 32) as u32, step as u32)) {
         // The step replaces the group's current option: it must fit with that one released.
         let previous = current[g as usize];
         if previous != u32::MAX {

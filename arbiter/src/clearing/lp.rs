@@ -76,6 +76,9 @@ pub(crate) struct Lp<'a> {
     /// During a primal solve, each item's value where it may enter the basis and −∞ where it may
     /// not (disallowed or basic), so that pricing tests nothing per item.
     price: Vec<f64>,
+    /// The items a full pricing pass found best so far as it went (each better than the one
+    /// before): the iterations after it price only these, while one of them can still enter.
+    shortlist: Vec<u32>,
     scratch_g: Vec<f64>,
     candidates: Vec<u32>,
     /// Simplex iterations over the lifetime of this LP (for diagnostics).
@@ -109,6 +112,7 @@ impl<'a> Lp<'a> {
             basic: vec![false; vars],
             marked: Vec::new(),
             price: Vec::with_capacity(n),
+            shortlist: Vec::new(),
             scratch_g: vec![0.0; c.groups()],
             candidates: Vec::with_capacity(vars),
             iterations: 0,
@@ -328,10 +332,20 @@ impl<'a> Lp<'a> {
     ///
     /// Pricing is most of a primal iteration, so the items, nearly all the variables, are priced
     /// in one loop over the dense columns with no branch on the kind of variable.
-    fn primal_entering(&self, allowed: &[bool], bland: bool) -> Option<u32> {
+    fn primal_entering(&mut self, allowed: &[bool], bland: bool) -> Option<u32> {
         let m = self.rows;
+        // Partial pricing: the last full pass's shortlist first, a full pass when none of it can
+        // enter. Only a full pass finds the basis optimal.
+        if !bland {
+            if let Some(j) = self.price_shortlist() {
+                return Some(j);
+            }
+        }
         let mut best = self.dual_tol;
-        let mut entering = self.price_items(bland, &mut best);
+        let mut shortlist = std::mem::take(&mut self.shortlist);
+        shortlist.clear();
+        let mut entering = self.price_items(bland, &mut best, &mut shortlist);
+        self.shortlist = shortlist;
         if bland && entering.is_some() {
             return entering;
         }
@@ -356,14 +370,31 @@ impl<'a> Lp<'a> {
     /// first one, among those that [`Self::price`] lets enter. With four rows the columns are
     /// read as `[f64; 4]`, so the dot product unrolls and the loop has no bounds checks; that is
     /// most hosts.
-    fn price_items(&self, bland: bool, best: &mut f64) -> Option<u32> {
+    fn price_items(&self, bland: bool, best: &mut f64, shortlist: &mut Vec<u32>) -> Option<u32> {
         let m = self.rows;
         if m == 4 {
             let (columns, _) = self.col.as_chunks::<4>();
-            self.price_columns(columns.iter().map(|column| column.as_slice()), bland, best)
+            self.price_columns(columns.iter().map(|column| column.as_slice()), bland, best, shortlist)
         } else {
-            self.price_columns((0..self.n).map(|j| &self.col[j * m..(j + 1) * m]), bland, best)
+            self.price_columns((0..self.n).map(|j| &self.col[j * m..(j + 1) * m]), bland, best, shortlist)
         }
+    }
+
+    /// The item of the shortlist with the largest reduced cost above the tolerance, if any.
+    fn price_shortlist(&self) -> Option<u32> {
+        let m = self.rows;
+        let mut best = self.dual_tol;
+        let mut entering = None;
+        for &j in &self.shortlist {
+            let j = j as usize;
+            // −∞ for an item that has entered since.
+            let d = self.price[j] - dot(&self.col[j * m..(j + 1) * m], &self.lambda) - self.mu[self.c.item_group[j] as usize];
+            if d > best {
+                best = d;
+                entering = Some(j as u32);
+            }
+        }
+        entering
     }
 
     /// [`Self::price_items`] over the items' `columns`, walked in step with every per-item array.
@@ -373,6 +404,7 @@ impl<'a> Lp<'a> {
         columns: impl Iterator<Item = &'c [f64]>,
         bland: bool,
         best: &mut f64,
+        shortlist: &mut Vec<u32>,
     ) -> Option<u32> {
         let lambda = &self.lambda[..self.rows];
         let mut entering = None;
@@ -385,6 +417,7 @@ impl<'a> Lp<'a> {
                     return entering;
                 }
                 *best = d;
+                shortlist.push(j as u32);
             }
         }
         entering
@@ -404,6 +437,7 @@ impl<'a> Lp<'a> {
         price.clear();
         price.extend((0..self.n).map(|j| if allowed[j] && !self.basic[j] { self.c.value[j] } else { f64::NEG_INFINITY }));
         self.price = price;
+        self.shortlist.clear();
         for _ in 0..limit {
             self.iterations += 1;
             if !self.refresh(basis) {

@@ -14,8 +14,11 @@
 //! every right-hand side is 1), the row slacks `n..n + rows`, and one "nothing" slack per group
 //! `n + rows..n + rows + groups`. Every variable is bounded below by 0; a variable that the
 //! branch-and-bound has *disallowed* is also bounded above by 0. The primal simplex solves the
-//! root from the all-slack basis; the dual simplex re-optimises a child from its parent's optimal
-//! basis (disallowing a variable keeps a basis dual feasible, so a child needs only a few pivots).
+//! root from the vertex of a feasible selection (the caller's greedy one; the all-slack basis of
+//! the empty selection also works), with partial pricing: after a full pass over the items it
+//! prices only the few that pass found best, while one of them can still enter; the dual simplex
+//! re-optimises a child from its parent's optimal basis (disallowing a variable keeps a basis
+//! dual feasible, so a child needs only a few pivots).
 //!
 //! The caller never trusts the LP for correctness: it turns the duals into the Lagrangian bound
 //! `L(λ)` (see [`super::bounds`]), which is an upper bound for *any* `λ ≥ 0`, so a numerically

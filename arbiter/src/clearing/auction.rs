@@ -125,24 +125,24 @@ impl HostAuction {
             for b in &w.bundles {
                 let bundle = || b.id.clone();
                 if !b.value.is_finite() || b.value < 0.0 {
-                return Err(AuctionError::BadValue { host: host(), workload: workload(), bundle: bundle(), value: b.value });
+                    return Err(AuctionError::BadValue { host: host(), workload: workload(), bundle: bundle(), value: b.value });
                 }
                 if b.alloc.validate().is_err() {
-                return Err(AuctionError::AmountTooLarge {
-                    host: host(),
-                    workload: workload(),
-                    what: format!("bundle `{}`", b.id),
-                });
+                    return Err(AuctionError::AmountTooLarge {
+                        host: host(),
+                        workload: workload(),
+                        what: format!("bundle `{}`", b.id),
+                    });
                 }
                 if let Some(resource) = w.guaranteed.first_excess_over(&b.alloc) {
-                return Err(AuctionError::AllocBelowGuarantee {
-                    host: host(),
-                    workload: workload(),
-                    bundle: bundle(),
-                    resource,
-                    alloc: b.alloc.get(resource),
-                    guaranteed: w.guaranteed.get(resource),
-                });
+                    return Err(AuctionError::AllocBelowGuarantee {
+                        host: host(),
+                        workload: workload(),
+                        bundle: bundle(),
+                        resource,
+                        alloc: b.alloc.get(resource),
+                        guaranteed: w.guaranteed.get(resource),
+                    });
                 }
             }
         }

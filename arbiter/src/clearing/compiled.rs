@@ -205,6 +205,8 @@ struct Dominance {
     /// (value, item) of each member, most valuable first.
     by_value: Vec<(f64, u32)>,
     dominated: Vec<bool>,
+    /// The largest amount of each row among the survivors.
+    largest: Vec<u64>,
 }
 
 impl Dominance {
@@ -222,30 +224,17 @@ impl Dominance {
         // Stable: equal values keep the order they were added in.
         self.by_value.sort_by(|a, b| b.0.total_cmp(&a.0));
         let n = members.len();
-        if n > 256 {
-            // Quadratic; XOR bids are small, and a huge one is kept whole rather than stall.
-            for (slot, &(_, i)) in members.iter_mut().zip(&self.by_value) {
-                *slot = i;
-            }
-            let mut largest = vec![0u64; rows];
-            for &i in members.iter() {
-                for &(row, amount) in problem.item(i as usize).consumption {
-                    largest[row] = largest[row].max(amount);
-                }
-            }
-            worst_case.iter_mut().zip(largest).for_each(|(most, largest)| *most += u128::from(largest));
-            return n;
-        }
-        self.dense.clear();
-        self.dense.resize(n * rows, 0);
-        for (k, &(_, i)) in self.by_value.iter().enumerate() {
-            for &(row, amount) in problem.item(i as usize).consumption {
-                self.dense[k * rows + row] = amount;
-            }
-        }
         self.dominated.clear();
         self.dominated.resize(n, false);
-        if n >= 2 {
+        // Quadratic; XOR bids are small, and a huge one is kept whole rather than stall.
+        if (2..=256).contains(&n) {
+            self.dense.clear();
+            self.dense.resize(n * rows, 0);
+            for (k, &(_, i)) in self.by_value.iter().enumerate() {
+                for &(row, amount) in problem.item(i as usize).consumption {
+                    self.dense[k * rows + row] = amount;
+                }
+            }
             let (dense, by_value) = (&self.dense, &self.by_value);
             let uses_no_more = |j: usize, k: usize| {
                 dense[j * rows..(j + 1) * rows].iter().zip(&dense[k * rows..(k + 1) * rows]).all(|(a, b)| a <= b)
@@ -257,10 +246,10 @@ impl Dominance {
                 while equal_end < n && by_value[equal_end].0 >= by_value[k].0 {
                     equal_end += 1;
                 }
-                // An earlier one that uses no more dominates `k`; a later equal one only if
-                // `k` does not use exactly as much (then `k`, added first, is kept).
-                self.dominated[k] = (0..equal_end)
-                    .any(|j| j != k && uses_no_more(j, k) && (j < k || by_value[j].0 > by_value[k].0 || !uses_no_more(k, j)));
+                // An earlier one that uses no more dominates `k`; a later one (of equal value)
+                // only if `k` does not use exactly as much (then `k`, added first, is kept).
+                self.dominated[k] =
+                    (0..equal_end).any(|j| j != k && uses_no_more(j, k) && (j < k || !uses_no_more(k, j)));
             }
         }
         let mut kept = 0;
@@ -271,10 +260,14 @@ impl Dominance {
             members[kept] = self.by_value[k].1;
             kept += 1;
         }
-        for (row, most) in worst_case.iter_mut().enumerate() {
-            let largest = (0..n).filter(|&k| !self.dominated[k]).map(|k| self.dense[k * rows + row]).max();
-            *most += u128::from(largest.unwrap_or(0));
+        self.largest.clear();
+        self.largest.resize(rows, 0);
+        for &i in &members[..kept] {
+            for &(row, amount) in problem.item(i as usize).consumption {
+                self.largest[row] = self.largest[row].max(amount);
+            }
         }
+        worst_case.iter_mut().zip(&self.largest).for_each(|(most, &largest)| *most += u128::from(largest));
         kept
     }
 }

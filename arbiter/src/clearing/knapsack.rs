@@ -159,10 +159,9 @@ fn reduced_value(c: &Compiled, lambda: &[f64; MAX_LP_ROWS], i: u32) -> f64 {
 /// optimum, and it is a first incumbent.
 fn greedy_selection(c: &Compiled, allowed: &[bool]) -> Vec<u32> {
     let size = |i: u32| -> f64 { c.consumption(i).map(|e| c.cons_fraction[e]).sum() };
-    // (value per size of the step, group, item the step leads to)
     // Each step as one sortable number: its value per size (positive, so its bits order like the
-    // number), then its group and item; sorting plain integers costs a fraction of sorting
-    // tuples by a float comparison, and this sort was a fifth of the greedy.
+    // number), then its group and the item it leads to; sorting plain integers costs a fraction
+    // of sorting tuples by a float comparison, and this sort was a fifth of the greedy.
     let mut steps: Vec<u128> = Vec::new();
     let mut hull: Vec<(f64, f64, u32)> = Vec::new();
     let mut options: Vec<(f64, f64, u32)> = Vec::new();

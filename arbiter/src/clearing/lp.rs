@@ -329,9 +329,10 @@ impl<'a> Lp<'a> {
         basis
     }
 
-    /// The primal simplex's entering variable at the current duals: the allowed nonbasic variable
-    /// of largest reduced cost above the tolerance (Dantzig's rule), or with `bland` the first in
-    /// index order (Bland's rule, which cannot cycle). `None` when the basis is optimal.
+    /// The primal simplex's entering variable at the current duals: the shortlisted item of
+    /// largest reduced cost above the tolerance, else the allowed nonbasic variable of largest
+    /// reduced cost (Dantzig's rule), or with `bland` the first in index order (Bland's rule,
+    /// which cannot cycle). `None` when the basis is optimal.
     ///
     /// Pricing is most of a primal iteration, so the items, nearly all the variables, are priced
     /// in one loop over the dense columns with no branch on the kind of variable.
@@ -385,16 +386,14 @@ impl<'a> Lp<'a> {
 
     /// The item of the shortlist with the largest reduced cost above the tolerance, if any.
     fn price_shortlist(&self) -> Option<u32> {
-        let m = self.rows;
         let mut best = self.dual_tol;
         let mut entering = None;
-        for &j in &self.shortlist {
-            let j = j as usize;
-            // −∞ for an item that has entered since.
-            let d = self.price[j] - dot(&self.col[j * m..(j + 1) * m], &self.lambda) - self.mu[self.c.item_group[j] as usize];
+        // An item that has entered since (or left and is disallowed) has no price.
+        for &j in self.shortlist.iter().filter(|&&j| self.price[j as usize] != f64::NEG_INFINITY) {
+            let d = self.reduced_cost(j);
             if d > best {
                 best = d;
-                entering = Some(j as u32);
+                entering = Some(j);
             }
         }
         entering
@@ -436,10 +435,8 @@ impl<'a> Lp<'a> {
         let mut degenerate = 0usize;
         let mut y = vec![0.0; self.rows];
         self.mark_basic(basis);
-        let mut price = std::mem::take(&mut self.price);
-        price.clear();
-        price.extend((0..self.n).map(|j| if allowed[j] && !self.basic[j] { self.c.value[j] } else { f64::NEG_INFINITY }));
-        self.price = price;
+        self.price.clear();
+        self.price.extend((0..self.n).map(|j| if allowed[j] && !self.basic[j] { self.c.value[j] } else { f64::NEG_INFINITY }));
         self.shortlist.clear();
         for _ in 0..limit {
             self.iterations += 1;

@@ -63,6 +63,7 @@ SAMPLE_FIELDS = [
     "psi_io_some", "psi_io_full",
     "counter_source", "instructions", "cycles", "llc_misses", "branch_misses", "task_clock_ms",
     "context_switches", "page_faults", "cpu_migrations",
+    "sched_source", "run_delay_ms", "throttled_ms",
     "host_cpu_cores", "loadavg1",
 ]
 SEGMENT_FIELDS = [
@@ -105,6 +106,41 @@ def parse_avg10(text):
                 except ValueError:
                     pass
     return out
+
+
+def parse_throttled_ns(text):
+    """The throttled time in ns from a `cpu.stat` file: v1 `throttled_time` (ns), v2
+    `throttled_usec`, as agent/src/monitor/stats.rs parses them."""
+    ns = flat_keyed(text, "throttled_time")
+    if ns is not None:
+        return ns
+    us = flat_keyed(text, "throttled_usec")
+    return us * 1000 if us is not None else None
+
+
+def read_run_delays(tids):
+    """Per-thread run delay in ns (second field of `/proc/<tid>/schedstat`): the time the thread
+    was runnable but waited for a cpu, throttling included. Threads that are gone are skipped."""
+    out = {}
+    for tid in tids:
+        text = read_text(f"/proc/{tid}/schedstat")
+        if text is None:
+            continue
+        parts = text.split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            out[tid] = int(parts[1])
+    return out
+
+
+def run_delay_ns_since(before, now):
+    """The run delay accrued between two per-thread readings: the growth of the threads present
+    in both, plus the whole delay of threads that appeared (they started within the interval).
+    Threads that exited take their last interval's delay with them; the agent does the same."""
+    total = 0
+    for tid, ns in now.items():
+        b = before.get(tid)
+        total += ns if b is None else max(ns - b, 0)
+    return total
 
 
 # --- perf events, the agent's way: per-CPU counters on the workload's cgroup2 directory ---
@@ -234,6 +270,13 @@ class WorkloadCgroup:
         text = read_text(os.path.join(self.dirs["cpuacct"], "cgroup.procs")) or ""
         return [int(p) for p in text.split()]
 
+    def tids(self):
+        text = read_text(os.path.join(self.dirs["cpuacct"], "tasks")) or ""
+        return [int(p) for p in text.split()]
+
+    def read_throttled_ns(self):
+        return parse_throttled_ns(read_text(os.path.join(self.dirs["cpu"], "cpu.stat")))
+
     def read_cpu_ns(self):
         text = read_text(os.path.join(self.dirs["cpuacct"], "cpuacct.usage"))
         return int(text) if text and text.strip().isdigit() else None
@@ -288,7 +331,8 @@ class WorkloadCgroup:
     def sample(self):
         """One TelemetrySample's figures, with the agent's definitions (sampler.rs)."""
         now = time.monotonic()
-        reading = {"cpu": self.read_cpu_ns(), "io": self.read_io(), "net": self.read_net()}
+        reading = {"cpu": self.read_cpu_ns(), "io": self.read_io(), "net": self.read_net(),
+                   "throttled": self.read_throttled_ns(), "delays": read_run_delays(self.tids())}
         memory = self.read_memory()
         last = self.last
         secs = now - last["at"] if last else None
@@ -321,6 +365,12 @@ class WorkloadCgroup:
             row[f"psi_{res}_some"] = psi[res]["some"]
             row[f"psi_{res}_full"] = psi[res]["full"]
         row.update(self.perf.read_rates(secs))
+        row["sched_source"] = "schedstat"
+        if last and secs:
+            row["run_delay_ms"] = run_delay_ns_since(last["delays"], reading["delays"]) / secs / 1e6
+            row["throttled_ms"] = rate("throttled") / 1e6
+        else:
+            row["run_delay_ms"] = row["throttled_ms"] = None
         reading["at"] = now
         self.last = reading
         return row
@@ -562,7 +612,7 @@ def main():
     ap.add_argument("--first-experiment", type=int, default=0,
                     help="id of the first experiment (to add experiments to an existing data set)")
     ap.add_argument("--seed", type=int, default=6)
-    ap.add_argument("--segment-seconds", type=float, default=6.0)
+    ap.add_argument("--segment-seconds", type=float, default=10.0)
     ap.add_argument("--colocated-segments", type=int, default=5)
     ap.add_argument("--interval", type=float, default=1.0, help="sampling interval, seconds")
     ap.add_argument("--redis-port", type=int, default=6390)

@@ -40,13 +40,14 @@ import torch.nn.functional as F
 WINDOW = 8
 SLOTS = 32
 INTERVAL_MS = 1000
-INTERFACE = 1
+INTERFACE = 2
 MIB = float(1 << 20)
 FEATURE_NAMES = [
     "cpu_cores", "memory_log_mib", "disk_read_log_mibps", "disk_write_log_mibps", "net_rx_log_mibps",
     "net_tx_log_mibps", "psi_cpu_some", "psi_cpu_full", "psi_memory_some", "psi_memory_full", "psi_io_some",
     "psi_io_full", "psi_present", "task_clock_cores", "context_switches_log_k", "page_faults_log_k", "ipc",
-    "llc_mpki", "hardware_counters_present",
+    "llc_mpki", "hardware_counters_present", "run_delay_cores", "throttled_cores", "cpu_wait_share",
+    "scheduler_present",
 ]
 NUM_FEATURES = len(FEATURE_NAMES)
 USAGE = 6
@@ -64,17 +65,22 @@ NUMERIC_SAMPLE_COLUMNS = [
     "cpu_millicores", "memory_bytes", "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps",
     "psi_cpu_some", "psi_cpu_full", "psi_memory_some", "psi_memory_full", "psi_io_some", "psi_io_full",
     "instructions", "cycles", "llc_misses", "task_clock_ms", "context_switches", "page_faults",
+    "run_delay_ms", "throttled_ms",
 ]
 
 
 def features_of(row):
-    """The 19 features of one sample, per the table in predictor/MODEL_INTERFACE.md."""
+    """The 23 features of one sample, per the table in predictor/MODEL_INTERFACE.md."""
     z = lambda v: 0.0 if v is None or not math.isfinite(v) else v
     lg = lambda v, scale: math.log1p(max(z(v), 0.0) / scale)
     g = {k: fnum(row.get(k)) for k in NUMERIC_SAMPLE_COLUMNS}
     instr, cycles, llc = g.get("instructions"), g.get("cycles"), g.get("llc_misses")
     ipc = instr / cycles if instr is not None and cycles is not None and cycles > 0 else 0.0
     mpki = llc / (instr / 1000.0) if llc is not None and instr is not None and instr > 0 else 0.0
+    # Waiting for a cpu that others hold: run delay less the workload's own quota throttling.
+    cpu = max(z(g["cpu_millicores"]), 0.0) / 1000.0
+    contention_wait = max(z(g["run_delay_ms"]) - z(g["throttled_ms"]), 0.0) / 1000.0
+    wait_share = contention_wait / (cpu + contention_wait) if cpu + contention_wait > 0 else 0.0
     return [
         z(g["cpu_millicores"]) / 1000.0,
         lg(g["memory_bytes"], MIB),
@@ -95,6 +101,10 @@ def features_of(row):
         ipc,
         mpki,
         1.0 if row["counter_source"] == "hardware" else 0.0,
+        z(g["run_delay_ms"]) / 1000.0,
+        z(g["throttled_ms"]) / 1000.0,
+        wait_share,
+        0.0 if g["run_delay_ms"] is None else 1.0,
     ]
 
 

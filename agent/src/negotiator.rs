@@ -117,6 +117,7 @@ impl Negotiator {
                 usage: sample.usage,
                 pressure: sample.pressure,
                 counters: sample.counters,
+                scheduler: sample.scheduler,
             };
             if let Err(e) = self.bus.publish_telemetry(&telemetry).await {
                 tracing::warn!(workload = %self.id(), error = %e, "cannot publish telemetry");

@@ -4,7 +4,9 @@
 //! ~1.5 s apart must show the cpu the kernel accounted to the burner over the same time (however
 //! busy the machine is, which decides how much that is), PSI read from the workload's own cgroup2
 //! directory, and perf counters. This host has no PMU, so the counters are the software fallback
-//! with a positive task clock (the perf-event fallback acceptance test). Needs root.
+//! with a positive task clock (the perf-event fallback acceptance test). A burner held to a fifth
+//! of a core by a cpu quota must show the scheduler figures: it is throttled, and it waits for the
+//! cpu whenever it does not run. Needs root.
 
 use entente_agent::monitor::{self, CgroupLayout, Monitor, WorkloadTarget};
 use entente_protocol::{CounterSource, PsiSource};
@@ -27,6 +29,11 @@ struct Burner {
 
 impl Burner {
     fn start(layout: &CgroupLayout) -> Burner {
+        Burner::start_with_quota(layout, None)
+    }
+
+    /// A burner limited to `quota` cores (v1 `cpu.cfs_quota_us`, or v2 `cpu.max`).
+    fn start_with_quota(layout: &CgroupLayout, quota: Option<f64>) -> Burner {
         let name = format!(
             "entente-mon-{}-{}",
             std::process::id(),
@@ -34,17 +41,29 @@ impl Burner {
         );
         let child = Command::new("sh").arg("-c").arg("while :; do :; done").spawn().expect("spawn burner");
         let mut burner = Burner { child, dirs: Vec::new(), name: name.clone() };
-        let mut mounts: Vec<PathBuf> = ["cpuacct", "memory", "blkio"]
+        let mut mounts: Vec<PathBuf> = ["cpu", "cpuacct", "memory", "blkio"]
             .iter()
             .filter_map(|c| layout.v1_mount(c))
             .map(|m| m.mount_point.clone())
             .collect();
+        // cpu and cpuacct are often one hierarchy.
+        mounts.dedup();
         mounts.extend(layout.v2.as_ref().map(|m| m.mount_point.clone()));
         assert!(!mounts.is_empty(), "no cpuacct or cgroup2 mount on this host");
         for mount in mounts {
             let dir = mount.join(&name);
             std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
             burner.dirs.push(dir.clone());
+            if let Some(cores) = quota {
+                let period = 100_000;
+                let quota_us = (cores * period as f64) as u64;
+                if dir.join("cpu.cfs_quota_us").exists() {
+                    std::fs::write(dir.join("cpu.cfs_period_us"), period.to_string()).expect("set cpu period");
+                    std::fs::write(dir.join("cpu.cfs_quota_us"), quota_us.to_string()).expect("set cpu quota");
+                } else if dir.join("cpu.max").exists() && layout.v1_mount("cpu").is_none() {
+                    std::fs::write(dir.join("cpu.max"), format!("{quota_us} {period}")).expect("set cpu.max");
+                }
+            }
             std::fs::write(dir.join("cgroup.procs"), burner.child.id().to_string())
                 .unwrap_or_else(|e| panic!("move burner into {}: {e}", dir.display()));
         }
@@ -135,6 +154,29 @@ fn burner_cpu_matches_the_kernel_accounting_with_cgroup_psi_and_software_counter
         }
         CounterSource::Unavailable => assert_eq!(second.counters.source, CounterSource::Unavailable),
     }
+}
+
+#[test]
+fn a_burner_under_a_quota_is_throttled_and_waits_whenever_it_does_not_run() {
+    require_root();
+    let layout = CgroupLayout::read();
+    let burner = Burner::start_with_quota(&layout, Some(0.2));
+    let mut m = Monitor::new(&layout, WorkloadTarget { cgroup: Some(burner.name.clone()), pids: Vec::new() })
+        .expect("monitor for the burner's cgroup");
+    let first = m.sample().expect("first sample");
+    assert_eq!(first.scheduler.run_delay_ms, None, "the first sample has no rates");
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = m.sample().expect("second sample");
+    eprintln!("{:?} at {:.0} millicores", second.scheduler, second.usage.cpu_millicores);
+    let throttled = second.scheduler.throttled_ms.expect("cpu.stat counts throttling");
+    let waited = second.scheduler.run_delay_ms.expect("the burner's thread has a schedstat");
+    // A fifth of a core: throttled most of each period, however busy the machine is.
+    assert!(second.usage.cpu_millicores < 260.0, "the quota did not hold: {:?}", second.usage);
+    assert!(throttled > 300.0, "throttled only {throttled:.0} ms per s under a 0.2-core quota");
+    // One always-runnable thread either runs or waits (throttled time included): the two add up to
+    // the interval, less what the two readings' few milliseconds apart blur.
+    let accounted = waited + second.usage.cpu_millicores;
+    assert!((accounted - 1000.0).abs() < 100.0, "ran {:.0} + waited {waited:.0} ms per s", second.usage.cpu_millicores);
 }
 
 #[test]

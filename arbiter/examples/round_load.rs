@@ -125,6 +125,7 @@ fn telemetry(h: usize, w: usize, round: RoundId) -> TelemetrySample {
             page_faults: Some(10.0),
             cpu_migrations: Some(5.0),
         },
+        scheduler: Scheduler { run_delay_ms: Some(40.0), throttled_ms: Some(0.0) },
     }
 }
 

@@ -1,4 +1,4 @@
-//! The model's features: one `TelemetrySample` becomes the 19 numbers the model was trained on.
+//! The model's features: one `TelemetrySample` becomes the 23 numbers the model was trained on.
 //!
 //! This file and the training script implement the same table, `predictor/MODEL_INTERFACE.md`;
 //! a feature computed differently here than in training would silently skew every forecast, so
@@ -9,7 +9,7 @@ use entente_protocol::messages::telemetry::MAX_RATE;
 use entente_protocol::{CounterSource, PsiSource, TelemetrySample, Usage};
 
 /// Features per workload per interval (F).
-pub const FEATURES: usize = 19;
+pub const FEATURES: usize = 23;
 
 /// Usage figures the model predicts (features 0–5, in the same units).
 pub const USAGE_FIGURES: usize = 6;
@@ -35,6 +35,10 @@ pub const FEATURE_NAMES: [&str; FEATURES] = [
     "ipc",
     "llc_mpki",
     "hardware_counters_present",
+    "run_delay_cores",
+    "throttled_cores",
+    "cpu_wait_share",
+    "scheduler_present",
 ];
 
 /// One workload's features for one interval.
@@ -69,6 +73,12 @@ pub fn features(sample: &TelemetrySample) -> FeatureVector {
     let u = &sample.usage;
     let p = &sample.pressure;
     let c = &sample.counters;
+    let s = &sample.scheduler;
+    // Waiting for a cpu that others hold: run delay less the workload's own quota throttling,
+    // as a share of the cpu time it wanted.
+    let cpu = u.cpu_millicores.max(0.0) / 1000.0;
+    let contention_wait = (or_zero(s.run_delay_ms) - or_zero(s.throttled_ms)).max(0.0) / 1000.0;
+    let wait_share = ratio(Some(contention_wait), Some(cpu + contention_wait));
     let values: [f64; FEATURES] = [
         u.cpu_millicores / 1000.0,
         log_scaled(u.memory_bytes, MIB),
@@ -89,6 +99,10 @@ pub fn features(sample: &TelemetrySample) -> FeatureVector {
         ratio(c.instructions, c.cycles),
         ratio(c.llc_misses, c.instructions.map(|i| i / 1000.0)),
         if c.source == CounterSource::Hardware { 1.0 } else { 0.0 },
+        or_zero(s.run_delay_ms) / 1000.0,
+        or_zero(s.throttled_ms) / 1000.0,
+        wait_share,
+        if s.run_delay_ms.is_some() { 1.0 } else { 0.0 },
     ];
     values.map(|v| if v.is_finite() { v as f32 } else { 0.0 })
 }
@@ -117,7 +131,7 @@ pub fn activity(f: &FeatureVector) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use entente_protocol::{Counters, HostId, Pressure, WorkloadId};
+    use entente_protocol::{Counters, HostId, Pressure, Scheduler, WorkloadId};
 
     fn sample() -> TelemetrySample {
         TelemetrySample {
@@ -146,6 +160,7 @@ mod tests {
                 page_faults: None,
                 cpu_migrations: None,
             },
+            scheduler: Scheduler { run_delay_ms: None, throttled_ms: None },
         }
     }
 
@@ -238,6 +253,27 @@ mod tests {
         s.counters.cycles = None;
         let f = features(&s);
         assert_eq!((f[16], f[17]), (0.0, 0.0));
+    }
+
+    #[test]
+    fn scheduler_figures_separate_contention_from_throttling() {
+        let mut s = sample();
+        s.usage.cpu_millicores = 600.0;
+        s.scheduler = Scheduler { run_delay_ms: Some(900.0), throttled_ms: Some(500.0) };
+        let f = features(&s);
+        assert!(close(f[19], 0.9));
+        assert!(close(f[20], 0.5));
+        // 0.4 cores of the wait is contention (0.5 was the quota), against 0.6 cores run.
+        assert!(close(f[21], 0.4));
+        assert_eq!(f[22], 1.0);
+        // Throttling beyond the run delay (the two are read a moment apart) is no contention.
+        s.scheduler.throttled_ms = Some(950.0);
+        assert_eq!(features(&s)[21], 0.0);
+        // Nothing run and nothing waited: no share, not a division by zero.
+        s.usage.cpu_millicores = 0.0;
+        s.scheduler = Scheduler { run_delay_ms: Some(0.0), throttled_ms: None };
+        assert_eq!(features(&s)[21], 0.0);
+        assert_eq!(features(&s)[22], 1.0, "measured, and zero");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 
 /// The interface version this service implements (`interface` in the sidecar).
-pub const INTERFACE: u32 = 1;
+pub const INTERFACE: u32 = 2;
 /// The window of the interface's reference model (T): history kept even before a model loads.
 pub const DEFAULT_WINDOW: usize = 8;
 /// The model file inside a model directory.
@@ -268,7 +268,7 @@ mod tests {
 
     fn sidecar_json() -> serde_json::Value {
         serde_json::json!({
-            "interface": 1, "version": "v-test", "window": 8, "slots": 32, "features": 19,
+            "interface": 2, "version": "v-test", "window": 8, "slots": 32, "features": 23,
             "interval_ms": 1000, "feature_names": FEATURE_NAMES, "trained_on": "nothing"
         })
     }
@@ -290,7 +290,7 @@ mod tests {
     fn sidecars_that_break_the_interface_are_refused_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
         let cases: [(&str, serde_json::Value, &str); 5] = [
-            ("interface", serde_json::json!(2), "interface 2"),
+            ("interface", serde_json::json!(1), "interface 1"),
             ("features", serde_json::json!(18), "18 features"),
             ("version", serde_json::json!(" "), "version"),
             ("window", serde_json::json!(0), "window 0"),

@@ -174,7 +174,7 @@ fn left_padded(history: &VecDeque<FeatureVector>, length: usize) -> Vec<FeatureV
 #[cfg(test)]
 mod tests {
     use super::*;
-    use entente_protocol::{CounterSource, Counters, PsiSource};
+    use entente_protocol::{CounterSource, Counters, PsiSource, Scheduler};
 
     fn config() -> WindowConfig {
         WindowConfig { capacity: 4, stale_after_ms: 3000, max_future_ms: 1000 }
@@ -207,6 +207,7 @@ mod tests {
                 page_faults: None,
                 cpu_migrations: None,
             },
+            scheduler: Scheduler::default(),
         }
     }
 

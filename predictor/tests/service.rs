@@ -11,7 +11,7 @@ use entente_protocol::baseline::BASELINE_VERSION;
 use entente_protocol::bus::{Bus, Inbox};
 use entente_protocol::clock::unix_ms_now;
 use entente_protocol::{
-    CounterSource, Counters, Forecast, HostId, Pressure, PsiSource, TelemetrySample, Usage, WorkloadId,
+    CounterSource, Counters, Forecast, HostId, Pressure, PsiSource, Scheduler, TelemetrySample, Usage, WorkloadId,
 };
 use entente_tests::NatsServer;
 use std::collections::BTreeMap;
@@ -131,6 +131,7 @@ fn sample(host: &str, workload: &str, at_unix_ms: u64, cpu_millicores: f64, cpu_
             page_faults: Some(100.0),
             cpu_migrations: Some(10.0),
         },
+        scheduler: Scheduler { run_delay_ms: Some(cpu_stall * 10.0), throttled_ms: Some(0.0) },
     }
 }
 

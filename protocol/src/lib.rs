@@ -31,7 +31,7 @@ pub use messages::round::RoundAnnouncement;
 pub use messages::status::{
     ClusterStatus, HostStatus, MembershipChange, MembershipReply, QuotaChange, StatusRequest, WorkloadStatus,
 };
-pub use messages::telemetry::{CounterSource, Counters, Pressure, PsiSource, TelemetrySample, Usage};
+pub use messages::telemetry::{CounterSource, Counters, Pressure, PsiSource, Scheduler, TelemetrySample, Usage};
 pub use resources::{Resource, ResourceError, ResourceVector, MAX_AMOUNT};
 pub use subjects::{RaftRpc, Subject, Subjects};
 pub use validate::ValidationError;

@@ -79,6 +79,7 @@ pub fn telemetry() -> TelemetrySample {
             page_faults: Some(12.0),
             cpu_migrations: Some(3.0),
         },
+        scheduler: Scheduler { run_delay_ms: Some(310.0), throttled_ms: Some(0.0) },
     }
 }
 

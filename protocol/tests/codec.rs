@@ -123,6 +123,17 @@ fn resctrl_resources_may_be_left_out_by_clients() {
 }
 
 #[test]
+fn telemetry_from_an_agent_without_scheduler_figures_still_decodes() {
+    let mut v = generic(&encode(&samples::telemetry()).unwrap());
+    let Value::Map(mut body) = get(&v, "body").clone() else { panic!("body is a map") };
+    body.retain(|(k, _)| k.as_str() != Some("scheduler"));
+    set(&mut v, &["body"], Value::Map(body));
+    let decoded = decode::<TelemetrySample>(&encode_value(&v)).unwrap();
+    assert_eq!(decoded.scheduler, Scheduler { run_delay_ms: None, throttled_ms: None });
+    assert_eq!(TelemetrySample { scheduler: samples::telemetry().scheduler, ..decoded }, samples::telemetry());
+}
+
+#[test]
 fn unknown_versions_and_wrong_kinds_are_named() {
     let mut v = generic(&encode(&samples::bid()).unwrap());
     set(&mut v, &["version"], Value::from(2));

@@ -75,6 +75,7 @@ fn telemetry() -> impl Strategy<Value = TelemetrySample> {
                 io_full: p[5],
             },
             counters: samples::telemetry().counters,
+            scheduler: samples::telemetry().scheduler,
         })
 }
 

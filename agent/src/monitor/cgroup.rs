@@ -180,6 +180,9 @@ pub fn join_cgroup_path(mount: &CgroupMount, path: &str) -> PathBuf {
 /// directory for that controller.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CgroupDirs {
+    /// The v1 `cpu` controller (its `cpu.stat` counts quota throttling); often the same
+    /// directory as `cpuacct`, where the two are mounted together.
+    pub cpu: Option<PathBuf>,
     pub cpuacct: Option<PathBuf>,
     pub memory: Option<PathBuf>,
     pub blkio: Option<PathBuf>,
@@ -195,6 +198,7 @@ impl CgroupDirs {
     pub fn for_path(layout: &CgroupLayout, path: &str) -> CgroupDirs {
         let v1 = |c: &str| layout.v1_mount(c).map(|m| join_cgroup_path(m, path));
         CgroupDirs {
+            cpu: v1("cpu"),
             cpuacct: v1("cpuacct"),
             memory: v1("memory"),
             blkio: v1("blkio"),
@@ -214,6 +218,7 @@ impl CgroupDirs {
             _ => None,
         };
         CgroupDirs {
+            cpu: v1("cpu"),
             cpuacct: v1("cpuacct"),
             memory: v1("memory"),
             blkio: v1("blkio"),
@@ -226,6 +231,7 @@ impl CgroupDirs {
     pub fn existing(self) -> CgroupDirs {
         let keep = |p: Option<PathBuf>| p.filter(|p| Path::new(p).is_dir());
         CgroupDirs {
+            cpu: keep(self.cpu),
             cpuacct: keep(self.cpuacct),
             memory: keep(self.memory),
             blkio: keep(self.blkio),
@@ -235,7 +241,7 @@ impl CgroupDirs {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.cpuacct.is_none() && self.memory.is_none() && self.blkio.is_none() && self.unified.is_none()
+        self.cpu.is_none() && self.cpuacct.is_none() && self.memory.is_none() && self.blkio.is_none() && self.unified.is_none()
     }
 }
 
@@ -267,6 +273,7 @@ mod tests {
         assert_eq!(layout.v1.len(), 4);
         let dirs = CgroupDirs::for_path(&layout, "entente/redis");
         assert_eq!(dirs.cpuacct, Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/entente/redis")));
+        assert_eq!(dirs.cpu, dirs.cpuacct);
         assert_eq!(dirs.memory, Some(PathBuf::from("/sys/fs/cgroup/memory/entente/redis")));
         assert_eq!(dirs.blkio, Some(PathBuf::from("/sys/fs/cgroup/blkio/entente/redis")));
         assert_eq!(dirs.unified, Some(PathBuf::from("/sys/fs/cgroup/unified/entente/redis")));
@@ -279,6 +286,7 @@ mod tests {
         assert_eq!(layout.kind(), LayoutKind::V2);
         let dirs = CgroupDirs::for_path(&layout, "/entente/redis/");
         assert_eq!(dirs.cpuacct, None);
+        assert_eq!(dirs.cpu, None);
         assert_eq!(dirs.unified, Some(PathBuf::from("/sys/fs/cgroup/entente/redis")));
     }
 

@@ -2,14 +2,15 @@
 //!
 //! One file per source: [`cgroup`] finds the workload's directories (v1, v2 or hybrid hosts),
 //! [`stats`] parses the accounting files, [`psi`] the pressure-stall files, [`perf`] opens
-//! perf-event counters with a software fallback, and [`sampler`] ties them into a [`Monitor`]
-//! that yields one [`Sample`] per interval. [`probe`] summarises what this host can measure, for
-//! the agent to log at start-up.
+//! perf-event counters with a software fallback, [`sched`] reads run delay and quota throttling,
+//! and [`sampler`] ties them into a [`Monitor`] that yields one [`Sample`] per interval. [`probe`]
+//! summarises what this host can measure, for the agent to log at start-up.
 
 pub mod cgroup;
 pub mod perf;
 pub mod psi;
 pub mod sampler;
+pub mod sched;
 pub mod stats;
 
 pub use cgroup::{cgroup_of_pid, CgroupDirs, CgroupLayout, LayoutKind, ProcCgroups};

@@ -19,8 +19,9 @@
 use super::cgroup::{cgroup_of_pid, CgroupDirs, CgroupLayout};
 use super::perf::{PerfCounters, PerfScope};
 use super::psi::read_pressure;
+use super::sched::{self, RunDelays};
 use super::stats::{self, IoBytes, NetBytes};
-use entente_protocol::{CounterSource, Counters, Pressure, Usage};
+use entente_protocol::{CounterSource, Counters, Pressure, Scheduler, Usage};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,7 @@ pub struct Sample {
     pub usage: Usage,
     pub pressure: Pressure,
     pub counters: Counters,
+    pub scheduler: Scheduler,
     /// Time since the previous sample; `None` for the first, whose rates are 0.
     pub interval: Option<Duration>,
     pub measured: Measured,
@@ -75,6 +77,9 @@ struct Reading {
     cpu_ns: Option<u64>,
     io: Option<IoBytes>,
     net: Option<NetBytes>,
+    throttled_ns: Option<u64>,
+    /// Run delay accrued since the previous reading (all of it on the first).
+    run_delay_ns: Option<u64>,
 }
 
 /// Monitors one workload.
@@ -82,6 +87,7 @@ pub struct Monitor {
     dirs: CgroupDirs,
     pids: Vec<u32>,
     perf: PerfCounters,
+    run_delays: RunDelays,
     last: Option<Reading>,
 }
 
@@ -118,7 +124,7 @@ impl Monitor {
         let perf_dir = dirs.unified.as_deref().filter(|_| !dirs.unified_is_root);
         let perf_pids = if target.pids.is_empty() { member_pids(&dirs) } else { target.pids.clone() };
         let perf = PerfCounters::open(perf_dir, &perf_pids);
-        let monitor = Monitor { dirs, pids: target.pids, perf, last: None };
+        let monitor = Monitor { dirs, pids: target.pids, perf, run_delays: RunDelays::default(), last: None };
         if monitor.read_cpu_ns().is_none() {
             return Err(MonitorError::NoCpu(monitor.cpu_files()));
         }
@@ -148,7 +154,15 @@ impl Monitor {
         if cpu_ns.is_none() {
             return Err(MonitorError::NoCpu(self.cpu_files()));
         }
-        let reading = Reading { at: now, cpu_ns, io: self.read_io(), net: self.read_net() };
+        let run_delay_ns = self.read_run_delay_ns();
+        let reading = Reading {
+            at: now,
+            cpu_ns,
+            io: self.read_io(),
+            net: self.read_net(),
+            throttled_ns: self.read_throttled_ns(),
+            run_delay_ns,
+        };
         let memory = self.read_memory();
         let pressure = read_pressure(self.dirs.unified.as_deref().filter(|_| !self.dirs.unified_is_root));
 
@@ -172,11 +186,20 @@ impl Monitor {
             net_tx_bps: rate(reading.net.map(|n| n.tx), prev(|r| r.net.map(|n| n.tx))),
         };
         let counters = self.perf.read_rates(secs);
+        // ns per s / 1e6 = ms per s. Both figures are null when unreadable, or on the first sample.
+        let per_second = |ns: Option<u64>| secs.zip(ns).map(|(s, ns)| ns as f64 / s / 1e6);
+        let scheduler = Scheduler {
+            run_delay_ms: if last.is_some() { per_second(reading.run_delay_ns) } else { None },
+            throttled_ms: per_second(
+                reading.throttled_ns.zip(prev(|r| r.throttled_ns)).map(|(n, b)| n.saturating_sub(b)),
+            ),
+        };
         self.last = Some(reading);
         Ok(Sample {
             usage,
             pressure,
             counters,
+            scheduler,
             interval: elapsed,
             measured: Measured {
                 cpu: true,
@@ -199,6 +222,28 @@ impl Monitor {
             let text = read(self.dirs.unified.as_deref()?, "cpu.stat")?;
             stats::parse_cpu_stat_usage_ns(&text)
         })
+    }
+
+    /// Quota throttling: the v1 `cpu` controller's `cpu.stat`, else the cgroup2 one (which
+    /// counts it only where the cpu controller is enabled).
+    fn read_throttled_ns(&self) -> Option<u64> {
+        let v1 = self.dirs.cpu.as_deref().and_then(|d| read(d, "cpu.stat")).and_then(|t| sched::parse_throttled_ns(&t));
+        v1.or_else(|| {
+            let d = self.dirs.unified.as_deref().filter(|_| !self.dirs.unified_is_root)?;
+            sched::parse_throttled_ns(&read(d, "cpu.stat")?)
+        })
+    }
+
+    /// The run delay of the workload's threads since the last reading. Not read for a workload at
+    /// the cgroup2 root: that would be every thread of the host.
+    fn read_run_delay_ns(&mut self) -> Option<u64> {
+        let dir = match (&self.dirs.unified, self.dirs.unified_is_root) {
+            (Some(d), false) => d.as_path(),
+            (Some(_), true) => return None,
+            (None, _) => self.dirs.cpuacct.as_deref().or(self.dirs.cpu.as_deref())?,
+        };
+        let threads = sched::read_thread_run_delays(dir)?;
+        Some(self.run_delays.advance(threads))
     }
 
     fn read_memory(&self) -> Option<u64> {

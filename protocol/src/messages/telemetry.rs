@@ -92,6 +92,22 @@ pub struct Counters {
     pub cpu_migrations: Option<f64>,
 }
 
+/// Scheduler figures: how long the workload waited for a cpu, and how long its own quota held it
+/// back, in milliseconds per second of the interval (summed over its threads, so a workload with
+/// several threads can wait more than 1000 ms per second).
+///
+/// They separate the two reasons a workload gets less cpu than it wants: waiting for a cpu that
+/// others hold (contention, which co-runners cause) and being throttled by its own cpu limit
+/// (which they do not). Samples from agents older than these figures decode with both `null`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Scheduler {
+    /// Time the workload's threads were runnable but not running (`/proc/<tid>/schedstat`'s run
+    /// delay), throttled time included: ms per s.
+    pub run_delay_ms: Option<f64>,
+    /// Time the workload's cgroup was throttled by its cpu quota (`cpu.stat`): ms per s.
+    pub throttled_ms: Option<f64>,
+}
+
 /// One workload's measurements over one interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TelemetrySample {
@@ -103,6 +119,8 @@ pub struct TelemetrySample {
     pub usage: Usage,
     pub pressure: Pressure,
     pub counters: Counters,
+    #[serde(default)]
+    pub scheduler: Scheduler,
 }
 
 impl Message for TelemetrySample {
@@ -135,6 +153,10 @@ impl Message for TelemetrySample {
             ("cpu_migrations", c.cpu_migrations),
         ] {
             check_optional(&format!("counters.{name}"), v, MAX_RATE)?;
+        }
+        let s = &self.scheduler;
+        for (name, v) in [("run_delay_ms", s.run_delay_ms), ("throttled_ms", s.throttled_ms)] {
+            check_optional(&format!("scheduler.{name}"), v, MAX_RATE)?;
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command that regenerates predictor/data/ from real contention on this host (about 50
+# One command that regenerates predictor/data/ from real contention on this host (about 45
 # minutes; needs root). Installs the workloads' tools with apt if they are missing, then runs
 # scripts/collect_contention.py with the parameters the committed data was collected with.
 set -euo pipefail

@@ -110,7 +110,7 @@ def parse_avg10(text):
 
 def parse_throttled_ns(text):
     """The throttled time in ns from a `cpu.stat` file: v1 `throttled_time` (ns), v2
-    `throttled_usec`, as agent/src/monitor/stats.rs parses them."""
+    `throttled_usec`, as agent/src/monitor/sched.rs parses them."""
     ns = flat_keyed(text, "throttled_time")
     if ns is not None:
         return ns

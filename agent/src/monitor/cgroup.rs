@@ -241,7 +241,7 @@ impl CgroupDirs {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.cpu.is_none() && self.cpuacct.is_none() && self.memory.is_none() && self.blkio.is_none() && self.unified.is_none()
+        [&self.cpu, &self.cpuacct, &self.memory, &self.blkio, &self.unified].iter().all(|d| d.is_none())
     }
 }
 

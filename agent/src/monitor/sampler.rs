@@ -78,8 +78,6 @@ struct Reading {
     io: Option<IoBytes>,
     net: Option<NetBytes>,
     throttled_ns: Option<u64>,
-    /// Run delay accrued since the previous reading (all of it on the first).
-    run_delay_ns: Option<u64>,
 }
 
 /// Monitors one workload.
@@ -154,6 +152,7 @@ impl Monitor {
         if cpu_ns.is_none() {
             return Err(MonitorError::NoCpu(self.cpu_files()));
         }
+        // Run delay is not a cumulative reading but what accrued since the last one, per thread.
         let run_delay_ns = self.read_run_delay_ns();
         let reading = Reading {
             at: now,
@@ -161,7 +160,6 @@ impl Monitor {
             io: self.read_io(),
             net: self.read_net(),
             throttled_ns: self.read_throttled_ns(),
-            run_delay_ns,
         };
         let memory = self.read_memory();
         let pressure = read_pressure(self.dirs.unified.as_deref().filter(|_| !self.dirs.unified_is_root));
@@ -186,10 +184,11 @@ impl Monitor {
             net_tx_bps: rate(reading.net.map(|n| n.tx), prev(|r| r.net.map(|n| n.tx))),
         };
         let counters = self.perf.read_rates(secs);
-        // ns per s / 1e6 = ms per s. Both figures are null when unreadable, or on the first sample.
+        // ns per s / 1e6 = ms per s. Both figures are null when unreadable, or on the first sample
+        // (which has no `secs`).
         let per_second = |ns: Option<u64>| secs.zip(ns).map(|(s, ns)| ns as f64 / s / 1e6);
         let scheduler = Scheduler {
-            run_delay_ms: if last.is_some() { per_second(reading.run_delay_ns) } else { None },
+            run_delay_ms: per_second(run_delay_ns),
             throttled_ms: per_second(
                 reading.throttled_ns.zip(prev(|r| r.throttled_ns)).map(|(n, b)| n.saturating_sub(b)),
             ),

@@ -58,8 +58,8 @@ impl RunDelays {
 /// `tasks` in a v1 one). `None` if neither file can be read; a thread that exits between the
 /// listing and its `schedstat` is skipped.
 pub fn read_thread_run_delays(dir: &Path) -> Option<Vec<(u32, u64)>> {
-    let listing =
-        std::fs::read_to_string(dir.join("cgroup.threads")).or_else(|_| std::fs::read_to_string(dir.join("tasks"))).ok()?;
+    let read = |file: &str| std::fs::read_to_string(dir.join(file));
+    let listing = read("cgroup.threads").or_else(|_| read("tasks")).ok()?;
     Some(
         listing
             .lines()

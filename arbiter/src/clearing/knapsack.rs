@@ -661,8 +661,9 @@ impl<'a> Search<'a> {
                     take(left, None, option);
                     take(left, None, Some(j));
                     choice[a] = option;
-                    stuck.iter_mut().for_each(|s| *s = false);
                     choice[b] = Some(j);
+                    // An exchange can free capacity in any row: every group may move again.
+                    stuck.iter_mut().for_each(|s| *s = false);
                 }
                 _ => break,
             }

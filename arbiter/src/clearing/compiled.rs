@@ -65,29 +65,26 @@ impl Compiled {
     pub fn new(problem: &Problem) -> Self {
         let capacities = problem.capacities();
         let group_count = problem.group_count();
+        let (item_group, item_value) = (problem.item_groups(), problem.item_values());
 
         // Items that could ever be worth choosing, grouped: a counting sort by group (in order
-        // within each), so that no group needs a list of its own.
-        let candidates: Vec<(u32, u32)> = problem
-            .items()
-            .enumerate()
-            .filter(|(_, item)| {
-                item.value > 0.0 && item.consumption.iter().all(|&(row, amount)| amount <= capacities[row])
-            })
-            .map(|(i, item)| (i as u32, item.group as u32))
-            .collect();
+        // within each), so that no group needs a list of its own. This runs once per host per
+        // round, so it walks the problem's flat arrays rather than item by item.
+        let mut candidate = vec![false; item_value.len()];
         let mut group_end = vec![0u32; group_count + 1];
-        for &(_, g) in &candidates {
-            group_end[g as usize + 1] += 1;
+        for (i, is_candidate) in candidate.iter_mut().enumerate() {
+            *is_candidate = item_value[i] > 0.0
+                && problem.consumption_of(i).iter().all(|&(row, amount)| amount <= capacities[row]);
+            group_end[item_group[i] + 1] += u32::from(*is_candidate);
         }
         for g in 0..group_count {
             group_end[g + 1] += group_end[g];
         }
-        let mut members = vec![0u32; candidates.len()];
+        let mut members = vec![0u32; group_end[group_count] as usize];
         let mut next = group_end.clone();
-        for &(i, g) in &candidates {
-            let slot = &mut next[g as usize];
-            members[*slot as usize] = i;
+        for (i, _) in candidate.iter().enumerate().filter(|&(_, &is_candidate)| is_candidate) {
+            let slot = &mut next[item_group[i]];
+            members[*slot as usize] = i as u32;
             *slot += 1;
         }
         // Dominated items out, each group's survivors sorted by value and moved up to follow the
@@ -106,7 +103,6 @@ impl Compiled {
         members.truncate(kept);
         group_end[group_count] = kept as u32;
         // From here the items of group `g` are `members[group_end[g]..group_end[g + 1]]`.
-        let group_items = |g: usize| &members[group_end[g] as usize..group_end[g + 1] as usize];
 
         let mut row_new = vec![u32::MAX; capacities.len()];
         let mut capacity = Vec::new();
@@ -138,16 +134,20 @@ impl Compiled {
         };
         compiled.group_start.push(0);
         compiled.cons_start.push(0);
-        for g in (0..group_count).filter(|&g| !group_items(g).is_empty()) {
+        for g in 0..group_count {
+            let items = &members[group_end[g] as usize..group_end[g + 1] as usize];
+            if items.is_empty() {
+                continue;
+            }
             let cg = compiled.group_original.len() as u32;
             compiled.group_compiled[g] = Some(cg);
             compiled.group_original.push(g);
-            for &i in group_items(g) {
-                let item = problem.item(i as usize);
-                compiled.item_original.push(i as usize);
+            for &i in items {
+                let i = i as usize;
+                compiled.item_original.push(i);
                 compiled.item_group.push(cg);
-                compiled.value.push(item.value);
-                for &(row, amount) in item.consumption {
+                compiled.value.push(item_value[i]);
+                for &(row, amount) in problem.consumption_of(i) {
                     let r = row_new[row];
                     if r != u32::MAX {
                         compiled.cons_row.push(r);
@@ -220,7 +220,8 @@ impl Dominance {
     fn undominated(&mut self, members: &mut [u32], problem: &Problem, worst_case: &mut [u128]) -> usize {
         let rows = problem.capacities().len();
         self.by_value.clear();
-        self.by_value.extend(members.iter().map(|&i| (problem.item(i as usize).value, i)));
+        let values = problem.item_values();
+        self.by_value.extend(members.iter().map(|&i| (values[i as usize], i)));
         // Stable: equal values keep the order they were added in.
         self.by_value.sort_by(|a, b| b.0.total_cmp(&a.0));
         let n = members.len();
@@ -231,7 +232,7 @@ impl Dominance {
             self.dense.clear();
             self.dense.resize(n * rows, 0);
             for (k, &(_, i)) in self.by_value.iter().enumerate() {
-                for &(row, amount) in problem.item(i as usize).consumption {
+                for &(row, amount) in problem.consumption_of(i as usize) {
                     self.dense[k * rows + row] = amount;
                 }
             }
@@ -263,7 +264,7 @@ impl Dominance {
         self.largest.clear();
         self.largest.resize(rows, 0);
         for &i in &members[..kept] {
-            for &(row, amount) in problem.item(i as usize).consumption {
+            for &(row, amount) in problem.consumption_of(i as usize) {
                 self.largest[row] = self.largest[row].max(amount);
             }
         }

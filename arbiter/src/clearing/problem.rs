@@ -139,13 +139,29 @@ impl Problem {
         Item {
             group: self.item_group[i],
             value: self.item_value[i],
-            consumption: &self.consumption[self.consumption_start[i]..self.consumption_start[i + 1]],
+            consumption: self.consumption_of(i),
         }
     }
 
     /// Every item, in order.
     pub fn items(&self) -> impl ExactSizeIterator<Item = Item<'_>> + '_ {
         (0..self.item_count()).map(|i| self.item(i))
+    }
+
+    /// The group of every item, in item order.
+    pub(crate) fn item_groups(&self) -> &[usize] {
+        &self.item_group
+    }
+
+    /// The value of every item, in item order.
+    pub(crate) fn item_values(&self) -> &[f64] {
+        &self.item_value
+    }
+
+    /// Item `i`'s (row, amount) pairs: [`Problem::item`]'s consumption without the rest.
+    #[inline]
+    pub(crate) fn consumption_of(&self, i: usize) -> &[(usize, u64)] {
+        &self.consumption[self.consumption_start[i]..self.consumption_start[i + 1]]
     }
 
     /// Total (row, amount) entries over all items.

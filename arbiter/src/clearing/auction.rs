@@ -157,16 +157,29 @@ impl HostAuction {
 }
 
 /// A name that occurs more than once, if any. Validation runs on every host of every round, so
-/// this sorts borrowed names rather than hashing them (a hash set costs more than the rest of the
-/// check), and compares pairs directly in the common case of a few names.
-fn first_duplicate<'a>(names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    let mut names: Vec<&str> = names.collect();
-    if names.len() <= 16 {
-        // Names in one list mostly share a prefix and a length ("b0", "b1", ...): comparing the
-        // last bytes first settles nearly every pair without a full comparison.
-        let same = |a: &str, b: &str| a.as_bytes().last() == b.as_bytes().last() && a == b;
-        return names.iter().enumerate().find(|&(k, name)| names[..k].iter().any(|other| same(other, name))).map(|(_, &name)| name);
+/// this neither hashes nor allocates for a short list (a workload's bundles): it compares pairs,
+/// and first a key of each name (its length and its first and last bytes), since names in one
+/// list mostly share a prefix and a length ("b0", "b1", ...); a hash set cost more than the rest
+/// of the check. A longer list (a host's workloads) is sorted, which beats comparing pairs from
+/// a few dozen names on.
+fn first_duplicate<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> Option<&'a str> {
+    const SHORT: usize = 16;
+    if names.len() <= SHORT {
+        let key = |name: &str| {
+            let bytes = name.as_bytes();
+            (bytes.len() as u64) << 16 | u64::from(bytes.first().copied().unwrap_or(0)) << 8
+                | u64::from(bytes.last().copied().unwrap_or(0))
+        };
+        let (mut short, mut keys) = ([""; SHORT], [0u64; SHORT]);
+        for (k, name) in names.enumerate() {
+            (short[k], keys[k]) = (name, key(name));
+            if (0..k).any(|j| keys[j] == keys[k] && short[j] == name) {
+                return Some(name);
+            }
+        }
+        return None;
     }
+    let mut names: Vec<&str> = names.collect();
     names.sort_unstable();
     names.windows(2).find(|pair| pair[0] == pair[1]).map(|pair| pair[0])
 }

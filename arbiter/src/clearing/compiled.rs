@@ -36,10 +36,17 @@ pub(crate) struct Compiled {
     pub cons_amount: Vec<u64>,
     /// `cons_amount / capacity` of the row.
     pub cons_fraction: Vec<f64>,
+    /// With few rows (at most [`DENSE_ROWS`]), every item's consumption of every row, zeros
+    /// included: `dense[i * rows + r]`; otherwise empty. [`Compiled::fits`] is the innermost
+    /// test of the few-row search's heuristics, and a dense row of four needs no indirection.
+    pub dense: Vec<u64>,
     /// Every value is a whole multiple of this step (1, 0.1, 0.01 or 0.001; 0 when none of
     /// them fits), so a better selection is better by at least the step.
     pub value_step: f64,
 }
+
+/// Problems with at most this many rows (every host's) also get [`Compiled::dense`].
+const DENSE_ROWS: usize = 12;
 
 /// The steps [`Compiled::value_step`] tries, coarsest first. Bids priced in whole credits or in
 /// cents are common; the search then discards a subtree whose bound cannot beat the incumbent by
@@ -130,8 +137,10 @@ impl Compiled {
             cons_amount: Vec::with_capacity(entry_count),
             cons_fraction: Vec::with_capacity(entry_count),
             value_step: 0.0,
+            dense: if capacity.len() <= DENSE_ROWS { vec![0; item_count * capacity.len()] } else { Vec::new() },
             capacity,
         };
+        let rows = compiled.capacity.len();
         compiled.group_start.push(0);
         compiled.cons_start.push(0);
         for g in 0..group_count {
@@ -150,6 +159,9 @@ impl Compiled {
                 for &(row, amount) in problem.consumption_of(i) {
                     let r = row_new[row];
                     if r != u32::MAX {
+                        if !compiled.dense.is_empty() {
+                            compiled.dense[compiled.item_original.len() * rows - rows + r as usize] = amount;
+                        }
                         compiled.cons_row.push(r);
                         compiled.cons_amount.push(amount);
                         compiled.cons_fraction.push(amount as f64 / compiled.capacity[r as usize] as f64);
@@ -186,9 +198,18 @@ impl Compiled {
     }
 
     /// Whether `item` fits in what is `left` of every row (exactly, in integers).
-    #[inline]
+    #[inline(always)]
     pub fn fits(&self, item: u32, left: &[u64]) -> bool {
-        self.consumption(item).all(|e| self.cons_amount[e] <= left[self.cons_row[e] as usize])
+        let rows = self.capacity.len();
+        if self.dense.is_empty() {
+            return self.consumption(item).all(|e| self.cons_amount[e] <= left[self.cons_row[e] as usize]);
+        }
+        let need = &self.dense[item as usize * rows..(item as usize + 1) * rows];
+        // Four rows (most hosts): no loop and no early exit, one test per row.
+        if let (Ok(need), Ok(left)) = (<&[u64; 4]>::try_from(need), <&[u64; 4]>::try_from(left)) {
+            return (need[0] <= left[0]) & (need[1] <= left[1]) & (need[2] <= left[2]) & (need[3] <= left[3]);
+        }
+        need.iter().zip(left).all(|(need, left)| need <= left)
     }
 
     #[inline]
@@ -315,6 +336,35 @@ mod tests {
         let c = Compiled::new(&problem);
         let kept: Vec<usize> = (0..c.items()).map(|i| c.item_original[i]).collect();
         assert_eq!(kept, [smaller, first]);
+    }
+
+    #[test]
+    fn fits_reads_the_dense_rows_of_few_row_problems_and_the_entries_of_others() {
+        for rows in [3, 4, DENSE_ROWS + 1] {
+            // Two groups that can overfill every row together, so that pre-processing keeps them.
+            let mut problem = Problem::new(vec![5; rows]);
+            for _ in 0..2 {
+                let g = problem.add_group();
+                for r in 0..rows {
+                    problem.add_item(g, 1.0 + r as f64, [(r, 4), ((r + 1) % rows, 2)]).unwrap();
+                }
+            }
+            let c = Compiled::new(&problem);
+            assert_eq!((c.rows(), c.dense.is_empty()), (rows, rows > DENSE_ROWS));
+            for i in 0..c.items() as u32 {
+                let need: Vec<u64> = (0..rows)
+                    .map(|r| c.consumption(i).find(|&e| c.cons_row[e] as usize == r).map_or(0, |e| c.cons_amount[e]))
+                    .collect();
+                for short in 0..rows {
+                    let mut left = vec![5; rows];
+                    assert!(c.fits(i, &left));
+                    left[short] = need[short].saturating_sub(1);
+                    assert_eq!(c.fits(i, &left), need[short] == 0, "item {i}, row {short} one short");
+                    left[short] = need[short];
+                    assert!(c.fits(i, &left), "exactly enough fits");
+                }
+            }
+        }
     }
 
     #[test]

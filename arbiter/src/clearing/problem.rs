@@ -93,11 +93,15 @@ impl Problem {
             return Err(ProblemError::NonFiniteValue { value });
         }
         let start = self.consumption.len();
-        self.consumption.extend(consumption.into_iter().filter(|&(_, a)| a > 0));
-        let entries = &mut self.consumption[start..];
         // Callers mostly list distinct rows in order already (every host's translation does):
-        // then one pass says that there is nothing to sort and no row twice.
-        let strictly_ascending = entries.windows(2).all(|pair| pair[0].0 < pair[1].0);
+        // checked on the way in, that leaves nothing to sort and no row twice.
+        let (mut strictly_ascending, mut previous) = (true, None);
+        for (row, amount) in consumption.into_iter().filter(|&(_, amount)| amount > 0) {
+            strictly_ascending &= previous.is_none_or(|p| p < row);
+            previous = Some(row);
+            self.consumption.push((row, amount));
+        }
+        let entries = &mut self.consumption[start..];
         if !strictly_ascending {
             entries.sort_unstable();
         }

@@ -141,6 +141,8 @@ impl Compiled {
             capacity,
         };
         let rows = compiled.capacity.len();
+        // Converting a u64 to f64 takes several instructions; each row's capacity is converted once.
+        let capacity_f64: Vec<f64> = compiled.capacity.iter().map(|&c| c as f64).collect();
         compiled.group_start.push(0);
         compiled.cons_start.push(0);
         for g in 0..group_count {
@@ -164,7 +166,7 @@ impl Compiled {
                         }
                         compiled.cons_row.push(r);
                         compiled.cons_amount.push(amount);
-                        compiled.cons_fraction.push(amount as f64 / compiled.capacity[r as usize] as f64);
+                        compiled.cons_fraction.push(amount as f64 / capacity_f64[r as usize]);
                     }
                 }
                 compiled.cons_start.push(compiled.cons_row.len() as u32);
@@ -204,12 +206,7 @@ impl Compiled {
         if self.dense.is_empty() {
             return self.consumption(item).all(|e| self.cons_amount[e] <= left[self.cons_row[e] as usize]);
         }
-        let need = &self.dense[item as usize * rows..(item as usize + 1) * rows];
-        // Four rows (most hosts): no loop and no early exit, one test per row.
-        if let (Ok(need), Ok(left)) = (<&[u64; 4]>::try_from(need), <&[u64; 4]>::try_from(left)) {
-            return (need[0] <= left[0]) & (need[1] <= left[1]) & (need[2] <= left[2]) & (need[3] <= left[3]);
-        }
-        need.iter().zip(left).all(|(need, left)| need <= left)
+        no_more(&self.dense[item as usize * rows..(item as usize + 1) * rows], left)
     }
 
     #[inline]
@@ -258,9 +255,7 @@ impl Dominance {
                 }
             }
             let (dense, by_value) = (&self.dense, &self.by_value);
-            let uses_no_more = |j: usize, k: usize| {
-                dense[j * rows..(j + 1) * rows].iter().zip(&dense[k * rows..(k + 1) * rows]).all(|(a, b)| a <= b)
-            };
+            let uses_no_more = |j: usize, k: usize| no_more(&dense[j * rows..(j + 1) * rows], &dense[k * rows..(k + 1) * rows]);
             let mut equal_end = 0;
             for k in 0..n {
                 // Members `..equal_end` are worth at least as much as `k`.
@@ -292,6 +287,15 @@ impl Dominance {
         worst_case.iter_mut().zip(&self.largest).for_each(|(most, &largest)| *most += u128::from(largest));
         kept
     }
+}
+
+/// Whether `a` uses no more than `b` of every row; four rows (a host's) without a loop.
+#[inline(always)]
+fn no_more(a: &[u64], b: &[u64]) -> bool {
+    if let (Ok(a), Ok(b)) = (<&[u64; 4]>::try_from(a), <&[u64; 4]>::try_from(b)) {
+        return (a[0] <= b[0]) & (a[1] <= b[1]) & (a[2] <= b[2]) & (a[3] <= b[3]);
+    }
+    a.iter().zip(b).all(|(a, b)| a <= b)
 }
 
 #[cfg(test)]

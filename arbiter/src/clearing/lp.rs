@@ -79,6 +79,9 @@ pub(crate) struct Lp<'a> {
     pub mu: Vec<f64>,
     basic: Vec<bool>,
     marked: Vec<u32>,
+    /// `Σ_g column(key g)`, the keys' use of each row: set by [`Self::mark_basic`] and kept up
+    /// to date by [`Self::pivot`], so that a refresh need not add up every group's key.
+    key_use: [f64; MAX_LP_ROWS],
     /// During a primal solve, each item's value where it may enter the basis and −∞ where it may
     /// not (disallowed or basic), so that pricing tests nothing per item.
     price: Vec<f64>,
@@ -119,6 +122,7 @@ impl<'a> Lp<'a> {
             mu: vec![0.0; c.groups()],
             basic: vec![false; vars],
             marked: Vec::new(),
+            key_use: [0.0; MAX_LP_ROWS],
             price: Vec::with_capacity(n),
             shortlist: Vec::new(),
             scratch_g: vec![0.0; c.groups()],
@@ -229,6 +233,11 @@ impl<'a> Lp<'a> {
             self.basic[v as usize] = true;
             self.marked.push(v);
         }
+        let mut key_use = [0.0; MAX_LP_ROWS];
+        for &k in &basis.key {
+            self.add_column(k, 1.0, &mut key_use[..self.rows]);
+        }
+        self.key_use = key_use;
     }
 
     /// Factorises the working basis and computes primal values and duals. `false` if singular.
@@ -252,13 +261,7 @@ impl<'a> Lp<'a> {
         }
         // Primal: W x = 1 - Σ_g column(key g).
         let mut rhs = [1.0f64; MAX_LP_ROWS];
-        for &k in &basis.key {
-            // Only items have a column in the rows; a key is never a row slack.
-            if (k as usize) < self.n {
-                let key_column = &self.col[k as usize * m..(k as usize + 1) * m];
-                rhs[..m].iter_mut().zip(key_column).for_each(|(x, a)| *x -= a);
-            }
-        }
+        rhs[..m].iter_mut().zip(&self.key_use[..m]).for_each(|(x, used)| *x -= used);
         lu_solve(m, &self.lu, &self.perm, &rhs[..m], &mut self.x_nonkey);
         self.x_key.fill(1.0);
         for (s, &v) in basis.nonkey.iter().enumerate() {
@@ -299,15 +302,20 @@ impl<'a> Lp<'a> {
         let left = match leaving {
             Leaving::Slot(s) => std::mem::replace(&mut basis.nonkey[s], entering),
             Leaving::Key(h) => {
+                let old_key = basis.key[h];
                 if self.group_of(entering) == h as u32 {
-                    std::mem::replace(&mut basis.key[h], entering)
+                    basis.key[h] = entering;
                 } else {
                     let s = (0..self.rows)
                         .find(|&s| self.group_of(basis.nonkey[s]) == h as u32)
                         .expect("a key can only leave through a basic sibling");
-                    let sibling = std::mem::replace(&mut basis.nonkey[s], entering);
-                    std::mem::replace(&mut basis.key[h], sibling)
+                    basis.key[h] = std::mem::replace(&mut basis.nonkey[s], entering);
                 }
+                let mut key_use = self.key_use;
+                self.add_column(old_key, -1.0, &mut key_use[..self.rows]);
+                self.add_column(basis.key[h], 1.0, &mut key_use[..self.rows]);
+                self.key_use = key_use;
+                old_key
             }
         };
         self.basic[left as usize] = false;

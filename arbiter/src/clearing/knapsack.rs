@@ -164,18 +164,25 @@ fn greedy_selection(c: &Compiled, allowed: &[bool]) -> Vec<u32> {
     // of sorting tuples by a float comparison, and this sort was a fifth of the greedy.
     let mut steps: Vec<u128> = Vec::new();
     let mut hull: Vec<(f64, f64, u32)> = Vec::new();
-    let mut options: Vec<(f64, f64, u32)> = Vec::new();
+    // A group's options by size, the more valuable first of equal sizes: as integers again, the
+    // size above the item (a group's items run from the most valuable). An empty sum is −0.0,
+    // whose bits would sort last: sizes are made +0.0 or positive first.
+    let mut options: Vec<u128> = Vec::new();
     for g in 0..c.groups() {
         options.clear();
         options.extend(
             (c.group_start[g]..c.group_start[g + 1])
                 .filter(|&i| allowed[i as usize])
-                .map(|i| (size(i), c.value[i as usize], i)),
+                .map(|i| {
+                    let size = size(i);
+                    u128::from(if size > 0.0 { size } else { 0.0 }.to_bits()) << 32 | u128::from(i)
+                }),
         );
-        options.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
+        options.sort_unstable();
         hull.clear();
         hull.push((0.0, 0.0, u32::MAX));
-        for &(s, v, i) in &options {
+        for (s, i) in options.iter().map(|&key| (f64::from_bits((key >> 32) as u64), key as u32)) {
+            let v = c.value[i as usize];
             let &(last_s, last_v, _) = hull.last().expect("the origin");
             if v <= last_v {
                 continue; // no more value for more size

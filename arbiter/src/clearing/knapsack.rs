@@ -162,12 +162,14 @@ fn greedy_selection(c: &Compiled, allowed: &[bool]) -> Vec<u32> {
     // Each step as one sortable number: its value per size (positive, so its bits order like the
     // number), then its group and the item it leads to; sorting plain integers costs a fraction
     // of sorting tuples by a float comparison, and this sort was a fifth of the greedy.
-    let mut steps: Vec<u128> = Vec::new();
-    let mut hull: Vec<(f64, f64, u32)> = Vec::new();
+    // Sized up front (a step per option at most): growing them step by step was a visible cost.
+    let largest_group = (0..c.groups()).map(|g| (c.group_start[g + 1] - c.group_start[g]) as usize).max().unwrap_or(0);
+    let mut steps: Vec<u128> = Vec::with_capacity(c.items());
+    let mut hull: Vec<(f64, f64, u32)> = Vec::with_capacity(largest_group + 1);
     // A group's options by size, the more valuable first of equal sizes: as integers again, the
     // size above the item (a group's items run from the most valuable). An empty sum is −0.0,
     // whose bits would sort last: sizes are made +0.0 or positive first.
-    let mut options: Vec<u128> = Vec::new();
+    let mut options: Vec<u128> = Vec::with_capacity(largest_group);
     for g in 0..c.groups() {
         options.clear();
         options.extend(
@@ -384,7 +386,7 @@ impl<'a> Search<'a> {
             aborted: false,
             nodes: 0,
             best_value: 0.0,
-            best_chosen: Vec::new(),
+            best_chosen: Vec::with_capacity(c.groups()),
             gap_bound: f64::NEG_INFINITY,
             allowed: vec![allowed],
             basis: vec![basis.cloned().unwrap_or_else(|| lp.slack_basis())],
@@ -396,7 +398,7 @@ impl<'a> Search<'a> {
             order: Vec::new(),
             preference: Vec::new(),
             ranked: Vec::new(),
-            open: Vec::new(),
+            open: Vec::with_capacity(c.groups()),
             root_exchanges: true,
             downgrades: Vec::new(),
             lp,
@@ -502,7 +504,7 @@ impl<'a> Search<'a> {
         let c = self.c;
         let mut used = c.capacity.clone();
         let mut taken_group = vec![false; c.groups()];
-        let mut taken = Vec::new();
+        let mut taken = Vec::with_capacity(c.groups());
         for &i in order {
             let g = c.item_group[i as usize] as usize;
             if taken_group[g] || !allowed[i as usize] || !self.c.fits(i, &used) {
@@ -699,7 +701,7 @@ impl<'a> Search<'a> {
         const MAX_SPLIT: usize = 6;
         let c = self.c;
         let mut left = c.capacity.clone();
-        let mut fixed: Vec<u32> = Vec::new();
+        let mut fixed: Vec<u32> = Vec::with_capacity(c.groups());
         // The options of each split group, most valuable first; `NO_OPTION` is "nothing".
         let mut split: Vec<Vec<u32>> = Vec::new();
         for g in 0..c.groups() {

@@ -121,7 +121,8 @@ impl<'a> Lp<'a> {
             lambda: vec![0.0; rows],
             mu: vec![0.0; c.groups()],
             basic: vec![false; vars],
-            marked: Vec::new(),
+            // Every basic variable, and more as pivots add entering ones.
+            marked: Vec::with_capacity(2 * (rows + c.groups())),
             key_use: [0.0; MAX_LP_ROWS],
             price: Vec::with_capacity(n),
             shortlist: Vec::new(),

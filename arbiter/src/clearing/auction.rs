@@ -207,6 +207,7 @@ pub(crate) struct WorkloadSlot {
 /// A set of (already validated) hosts, with the quotas that link them, as one problem.
 pub(crate) struct JointProblem {
     pub problem: Problem,
+    /// One per workload, in the order of their items (ascending, disjoint ranges).
     pub slots: Vec<WorkloadSlot>,
 }
 

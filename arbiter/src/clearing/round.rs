@@ -238,9 +238,13 @@ fn clear_component(
             (h, outcome)
         })
         .collect();
+    // Slots own ascending, disjoint ranges of items and `chosen` is sorted: one walk over both
+    // finds every winner.
+    let mut next_chosen = chosen.iter().copied().peekable();
     for slot in &joint.slots {
         let w = &hosts[slot.host].workloads[slot.workload];
-        let won = slot.items.clone().position(|item| chosen.binary_search(&item).is_ok());
+        while next_chosen.next_if(|&item| item < slot.items.start).is_some() {}
+        let won = next_chosen.next_if(|item| slot.items.contains(item)).map(|item| item - slot.items.start);
         let (host_pos, _) = members.iter().enumerate().find(|&(_, &h)| h == slot.host).expect("slot host is a member");
         let outcome = &mut outcomes[host_pos].1;
         let value = won.map_or(0.0, |b| w.effective_value(&w.bundles[b]));

@@ -54,6 +54,8 @@ pub enum AgentError {
 
 /// How long to wait between registration attempts while no arbiter answers.
 const REGISTRATION_RETRY: Duration = Duration::from_secs(2);
+/// Further attempts at a workload's registration while no arbiter answers, before bidding anyway.
+const WORKLOAD_REGISTRATION_ATTEMPTS: usize = 15;
 
 /// How often an agent that discovers containers looks for labelled containers that started or
 /// stopped since.
@@ -89,7 +91,18 @@ impl Active {
         discovered: bool,
     ) {
         let spec = config.spec(&settings.host);
-        match bus.register_workload(&spec).await {
+        // Retried while no arbiter answers (the cluster may be electing a leader): a workload the
+        // cluster never heard of has every bid rejected as unknown.
+        let mut reply = bus.register_workload(&spec).await;
+        for _ in 0..WORKLOAD_REGISTRATION_ATTEMPTS {
+            if !matches!(reply, Err(BusError::NoResponders { .. } | BusError::Timeout { .. })) {
+                break;
+            }
+            tracing::warn!(workload = %config.id, "no arbiter answers workload registration yet; retrying");
+            tokio::time::sleep(REGISTRATION_RETRY).await;
+            reply = bus.register_workload(&spec).await;
+        }
+        match reply {
             Ok(RegistrationReply::Accepted) => tracing::info!(workload = %config.id, discovered, "workload registered"),
             Ok(RegistrationReply::Refused { reason }) => {
                 tracing::error!(workload = %config.id, %reason, "admission refused; not negotiating for it");

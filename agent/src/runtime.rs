@@ -16,8 +16,8 @@ use crate::negotiator::{Event, Negotiator};
 use crate::workload::{self, ResolvedWorkload};
 use entente_protocol::bus::{Bus, BusConfig, BusError, ReplayFrom};
 use entente_protocol::{
-    Decision, Forecast, HostId, HostRegistration, RegistrationReply, Rejection, ResourceVector, RoundAnnouncement,
-    WorkloadId,
+    Decision, Forecast, HostId, HostRegistration, RegistrationReply, RejectReason, Rejection, ResourceVector,
+    RoundAnnouncement, WorkloadId, WorkloadSpec,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -52,7 +52,8 @@ pub enum AgentError {
     HostRefused(String),
 }
 
-/// How long to wait between registration attempts while no arbiter answers.
+/// How long to wait between registration attempts while no arbiter answers, and the least time
+/// between two re-registrations after the cluster forgot this host.
 const REGISTRATION_RETRY: Duration = Duration::from_secs(2);
 /// Further attempts at a workload's registration while no arbiter answers, before bidding anyway.
 const WORKLOAD_REGISTRATION_ATTEMPTS: usize = 15;
@@ -63,6 +64,8 @@ const DISCOVERY_INTERVAL: Duration = Duration::from_secs(3);
 
 /// One workload the agent negotiates for.
 struct Running {
+    /// What the arbiter was told at admission, told again if the cluster forgets it.
+    spec: WorkloadSpec,
     events: mpsc::Sender<Event>,
     task: tokio::task::JoinHandle<()>,
     started: crate::workload::Started,
@@ -93,15 +96,10 @@ impl Active {
         let spec = config.spec(&settings.host);
         // Retried while no arbiter answers (the cluster may be electing a leader): a workload the
         // cluster never heard of has every bid rejected as unknown.
-        let mut reply = bus.register_workload(&spec).await;
-        for _ in 0..WORKLOAD_REGISTRATION_ATTEMPTS {
-            if !matches!(reply, Err(BusError::NoResponders { .. } | BusError::Timeout { .. })) {
-                break;
-            }
-            tracing::warn!(workload = %config.id, "no arbiter answers workload registration yet; retrying");
-            tokio::time::sleep(REGISTRATION_RETRY).await;
-            reply = bus.register_workload(&spec).await;
-        }
+        let reply = register_until_answered("workload", Some(WORKLOAD_REGISTRATION_ATTEMPTS), || {
+            bus.register_workload(&spec)
+        })
+        .await;
         match reply {
             Ok(RegistrationReply::Accepted) => tracing::info!(workload = %config.id, discovered, "workload registered"),
             Ok(RegistrationReply::Refused { reason }) => {
@@ -117,9 +115,9 @@ impl Active {
         let ResolvedWorkload { monitor, target, started } = resolved;
         enforcer.register(config.id.clone(), target, spec.guaranteed, config.cpu_enforcement());
         let (events, rx) = mpsc::channel(64);
-        let negotiator = Negotiator::new(spec, monitor, bus.clone(), settings.interval);
+        let negotiator = Negotiator::new(spec.clone(), monitor, bus.clone(), settings.interval);
         let task = tokio::spawn(negotiator.run(rx));
-        self.running.push((config.id, Running { events, task, started, discovered }));
+        self.running.push((config.id, Running { spec, events, task, started, discovered }));
     }
 
     /// Starts negotiating for labelled containers that appeared and stops for discovered ones
@@ -271,6 +269,7 @@ pub async fn run(settings: AgentSettings, shutdown: impl Future<Output = ()>) ->
     record_report(&enforcer.tick(unix_ms_now()).await, backend_name);
     let forecast_fresh_for = settings.interval * crate::negotiator::FORECAST_FRESH_INTERVALS;
     let mut last_forecast: Option<Instant> = None;
+    let mut reregistration: Option<(Instant, tokio::task::JoinHandle<()>)> = None;
 
     let mut tick = tokio::time::interval(settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -305,7 +304,20 @@ pub async fn run(settings: AgentSettings, shutdown: impl Future<Output = ()>) ->
                 Err(e) => { tracing::warn!(error = %e, "undecodable forecast"); continue }
             },
             Some(r) = rejections.next() => match r.message {
-                Ok(rejection) => Event::Rejected(Arc::new(rejection)),
+                Ok(rejection) => {
+                    let forgotten = rejection.reason == RejectReason::UnknownWorkload
+                        && rejection.workload.as_ref().is_some_and(|w| active.running.iter().any(|(id, _)| id == w));
+                    let due = reregistration
+                        .as_ref()
+                        .is_none_or(|(at, task)| task.is_finished() && at.elapsed() >= REGISTRATION_RETRY);
+                    if forgotten && due {
+                        tracing::warn!(workload = ?rejection.workload, "the arbiter does not know this workload; registering again");
+                        let specs = active.running.iter().map(|(_, r)| r.spec.clone()).collect();
+                        let task = tokio::spawn(register_again(bus.clone(), registration.clone(), specs));
+                        reregistration = Some((Instant::now(), task));
+                    }
+                    Event::Rejected(Arc::new(rejection))
+                }
                 Err(e) => { tracing::warn!(error = %e, "undecodable rejection notice"); continue }
             },
             next = next_decision(&mut decisions) => match next {
@@ -333,6 +345,9 @@ pub async fn run(settings: AgentSettings, shutdown: impl Future<Output = ()>) ->
                 let _ = running.events.send(event.clone()).await;
             }
         }
+    }
+    if let Some((_, task)) = reregistration {
+        task.abort();
     }
     active.stop_all().await;
     let _ = bus.flush().await;
@@ -363,18 +378,64 @@ async fn stop_all(workloads: Vec<(WorkloadConfig, ResolvedWorkload)>) {
 
 /// Registers the host, retrying while no arbiter answers (the cluster may start after us).
 async fn register_host(bus: &Bus, registration: &HostRegistration) -> Result<(), AgentError> {
+    match register_until_answered("host", None, || bus.register_host(registration)).await? {
+        RegistrationReply::Accepted => {
+            tracing::info!(capacity = %registration.capacity, "host registered");
+            Ok(())
+        }
+        RegistrationReply::Refused { reason } => Err(AgentError::HostRefused(reason)),
+    }
+}
+
+/// Sends a registration until an arbiter answers it: while nobody answers (the cluster may be
+/// starting or electing a leader) it waits `REGISTRATION_RETRY` and asks again, up to `retries`
+/// more times (`None`: without end). Any answer, or any other error, is returned as it is.
+async fn register_until_answered<F, Fut>(
+    what: &str,
+    retries: Option<usize>,
+    mut request: F,
+) -> Result<RegistrationReply, BusError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<RegistrationReply, BusError>>,
+{
+    let mut retried = 0;
     loop {
-        match bus.register_host(registration).await {
-            Ok(RegistrationReply::Accepted) => {
-                tracing::info!(capacity = %registration.capacity, "host registered");
-                return Ok(());
-            }
-            Ok(RegistrationReply::Refused { reason }) => return Err(AgentError::HostRefused(reason)),
-            Err(BusError::NoResponders { .. } | BusError::Timeout { .. }) => {
-                tracing::warn!("no arbiter answers host registration yet; retrying");
+        match request().await {
+            Err(BusError::NoResponders { .. } | BusError::Timeout { .. }) if retries.is_none_or(|r| retried < r) => {
+                tracing::warn!("no arbiter answers {what} registration yet; retrying");
+                retried += 1;
                 tokio::time::sleep(REGISTRATION_RETRY).await;
             }
-            Err(e) => return Err(e.into()),
+            reply => return reply,
+        }
+    }
+}
+
+/// Tells the arbiter cluster again about this host and its workloads after it rejected a bid
+/// as coming from a workload it does not know: a cluster that lost its state (all replicas'
+/// logs wiped, say) knows neither, and a host's bids would be rejected for ever otherwise. One
+/// attempt each; the next rejection brings the next attempt, at most one per
+/// `REGISTRATION_RETRY`.
+async fn register_again(bus: Bus, registration: HostRegistration, specs: Vec<WorkloadSpec>) {
+    match bus.register_host(&registration).await {
+        Ok(RegistrationReply::Accepted) => tracing::info!("host registered again"),
+        Ok(RegistrationReply::Refused { reason }) => {
+            tracing::error!(%reason, "host registration refused on re-registration");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "host re-registration unanswered; trying again on the next rejection");
+            return;
+        }
+    }
+    for spec in specs {
+        match bus.register_workload(&spec).await {
+            Ok(RegistrationReply::Accepted) => tracing::info!(workload = %spec.workload, "workload registered again"),
+            Ok(RegistrationReply::Refused { reason }) => {
+                tracing::error!(workload = %spec.workload, %reason, "workload registration refused on re-registration")
+            }
+            Err(e) => tracing::warn!(workload = %spec.workload, error = %e, "workload re-registration unanswered"),
         }
     }
 }

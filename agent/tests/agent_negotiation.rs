@@ -1,7 +1,7 @@
 //! The agent as a whole, against a real nats-server and a scripted arbiter played by the test:
 //! it registers, publishes telemetry, answers a round with a valid bid, enforces the decision on
 //! the real cgroup of a command it started, falls back to the guarantee when the lease runs out,
-//! and on SIGTERM stops its command and removes the cgroups it made.
+//! registers again when the arbiter no longer knows its workload, and on SIGTERM stops its command and removes the cgroups it made.
 //!
 //! Needs root and a cgroup filesystem (CI runs as root).
 
@@ -195,6 +195,25 @@ async fn an_agent_negotiates_and_enforces_against_a_scripted_arbiter() {
 
     // ...and when its lease runs out unrenewed, the workload falls back to its guarantee.
     wait_for_cpu_limit(&cpu_file, read_cpu, 100).await;
+
+    // A cluster that lost its state rejects the next bid as from an unknown workload: the agent
+    // tells it again about the host, then the workload, with the same figures.
+    let forgotten = Rejection {
+        host: host.clone(),
+        workload: Some(workload.clone()),
+        round: Some(2),
+        bid_id: None,
+        reason: RejectReason::UnknownWorkload,
+        detail: format!("{host}/burner is not registered"),
+        at_unix_ms: now_ms(),
+    };
+    arbiter.publish_rejection(&forgotten).await.unwrap();
+    let h = next(&mut host_registrations, "host registration after the rejection").await;
+    assert_eq!(h.message.unwrap(), registration);
+    arbiter.reply(h.reply.unwrap(), &RegistrationReply::Accepted).await.unwrap();
+    let w = next(&mut workload_registrations, "workload registration after the rejection").await;
+    assert_eq!(w.message.unwrap(), spec);
+    arbiter.reply(w.reply.unwrap(), &RegistrationReply::Accepted).await.unwrap();
 
     // SIGTERM: the agent stops its command, removes the cgroups it created, and exits cleanly.
     let mut child = agent.0.take().unwrap();

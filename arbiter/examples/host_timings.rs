@@ -1,12 +1,15 @@
 //! Per-host and per-round clearing times on synthetic hosts (see `clearing::synthetic`), as a
 //! distribution (median, p99, max) rather than criterion's mean: the targets are about the tail.
 //!
-//! `cargo run --release -p entente-arbiter --example host_timings -- [hosts] [round_hosts] [time_limit_ms] [relative_gap] [allocation]`
+//! `cargo run --release -p entente-arbiter --example host_timings -- [hosts] [round_hosts] [time_limit_ms] [relative_gap] [allocation] [warm]`
 //!
 //! Without a time limit (`-` or nothing) and without a relative gap (0, the default) every solve
 //! runs to a proof of optimality; with a gap, each solve stops once proven within it. The time
 //! limit may be fractional (`0.2` is 200 µs). With `allocation` as the fifth argument only the
-//! allocations are timed, not the VCG payments.
+//! allocations are timed, not the VCG payments. With `warm` as the sixth, each host is cleared
+//! once untimed just before its timed clearing, so its input is in cache (the round loop reads
+//! a host's bids just after decoding them): the difference to the default is what reading the
+//! input cold costs.
 
 use std::time::Instant;
 
@@ -24,11 +27,12 @@ fn main() {
         args.next().and_then(|a| a.parse::<f64>().ok()).map(|ms| std::time::Duration::from_secs_f64(ms / 1000.0));
     let relative_gap: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(0.0);
     let with_payments = args.next().as_deref() != Some("allocation");
+    let warm = args.next().as_deref() == Some("warm");
     let shape = SyntheticHost::default();
     let instances: Vec<_> = (0..hosts).map(|seed| shape.generate(seed)).collect();
     println!(
-        "synthetic hosts: {} workloads x {} bundles x 4 resources, oversubscription {}, time limit per solve {:?}, relative gap {}",
-        shape.workloads, shape.bundles, shape.oversubscription, time_limit, relative_gap
+        "synthetic hosts: {} workloads x {} bundles x 4 resources, oversubscription {}, time limit per solve {:?}, relative gap {}, input {}",
+        shape.workloads, shape.bundles, shape.oversubscription, time_limit, relative_gap, if warm { "warm" } else { "cold" }
     );
     for payments in [false, true].into_iter().filter(|&p| with_payments || !p) {
         let options = ClearingOptions { time_limit, payments };
@@ -37,6 +41,9 @@ fn main() {
         let mut worst_gap = 0.0f64;
         let mut welfare = 0.0;
         for host in &instances {
+            if warm {
+                std::hint::black_box(clear_host_within(host, &options, relative_gap).expect("synthetic hosts are valid"));
+            }
             let started = Instant::now();
             let outcome = clear_host_within(host, &options, relative_gap).expect("synthetic hosts are valid");
             times.push(started.elapsed().as_secs_f64() * 1e6);

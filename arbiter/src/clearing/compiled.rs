@@ -155,6 +155,7 @@ impl Compiled {
             compiled.group_original.push(g);
             for &i in items {
                 let i = i as usize;
+                let k = compiled.item_original.len();
                 compiled.item_original.push(i);
                 compiled.item_group.push(cg);
                 compiled.value.push(item_value[i]);
@@ -162,7 +163,7 @@ impl Compiled {
                     let r = row_new[row];
                     if r != u32::MAX {
                         if !compiled.dense.is_empty() {
-                            compiled.dense[compiled.item_original.len() * rows - rows + r as usize] = amount;
+                            compiled.dense[k * rows + r as usize] = amount;
                         }
                         compiled.cons_row.push(r);
                         compiled.cons_amount.push(amount);

@@ -221,24 +221,6 @@ def make_windows(hosts, slots):
 
 # --- the model ---
 
-# Inputs derived inside the graph from a workload's own 23 features, per time step (`derive`):
-# what it waited for cpus others hold (run delay less quota throttling, in cores), its cpu
-# demand (used + that wait), -log(1 - wait share) (for cpu-bound work the slowdown is about
-# 1 / (1 - share)), and its cpu and demand now (the window's last step) less at each step, so the
-# time encoder sees what changed since. Only the workload's own features: the time encoder runs
-# once for every counterfactual row of the serving graph, so nothing in it may depend on others.
-DERIVED = 5
-
-
-def derive(x):
-    """x [..., T, 23] raw features -> [..., T, 23 + DERIVED] (ONNX: Sub, Relu, Add, Clip, Log)."""
-    cpu, run_delay, throttled, share = x[..., 0:1], x[..., 19:20], x[..., 20:21], x[..., 21:22]
-    wait = torch.relu(run_delay - throttled)
-    demand = cpu + wait
-    log_share = -torch.log(1.0 - share.clamp(0.0, 0.95))
-    return torch.cat([x, wait, demand, log_share, cpu[..., -1:, :] - cpu, demand[..., -1:, :] - demand], dim=-1)
-
-
 class Attention(nn.Module):
     """Multi-head self-attention over the middle axis of [B, L, d], keys masked additively.
     Written with matmul and softmax only, so the ONNX graph uses operators every runtime has."""
@@ -288,26 +270,18 @@ class Predictor(nn.Module):
     """Per-workload projection and attention across time, pooling, then attention across the
     host's workloads (no position across slots), with heads for usage and slowdown."""
 
-    def __init__(self, mean, std, d=32, heads=2, ff=64, dropout=0.1, input_noise=0.0, cross_ff=64,
-                 derived=False, raw_others=False):
+    def __init__(self, mean, std, d=32, heads=2, ff=64, dropout=0.1, input_noise=0.0, cross_ff=64):
         super().__init__()
         self.input_noise = input_noise
-        self.derived = derived
-        n_in = NUM_FEATURES + (DERIVED if derived else 0)
-        mean, std = mean[:n_in], std[:n_in]
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
-        self.proj = nn.Linear(n_in, d)
+        self.proj = nn.Linear(NUM_FEATURES, d)
         self.time_pos = nn.Parameter(torch.zeros(WINDOW, d))
         self.temporal = Block(d, heads, ff, dropout)
         self.pool = nn.Linear(2 * d, d)
         self.cross = Block(d, heads, cross_ff, dropout)
         self.norm = nn.LayerNorm(d)
         self.others_proj = nn.Linear(d, d)
-        # raw_others: the sum over present co-runners of their normalised inputs (last step and
-        # window mean) and a 1 each (so their count), projected into the co-runner path: host-wide
-        # totals of cpu demand and run delay, linear in the slots and so cheap to serve.
-        self.raw_proj = nn.Linear(2 * n_in + 1, d, bias=False) if raw_others else None
         self.usage_head = nn.Linear(3 * d, USAGE)
         self.slowdown_head = nn.Sequential(nn.Linear(3 * d, d), nn.GELU(approximate="tanh"), nn.Linear(d, 1))
         # Start from "next usage = last usage", the strong baseline, and learn corrections to it.
@@ -316,8 +290,8 @@ class Predictor(nn.Module):
 
     def encode(self, x):
         """x [B, N, T, F] raw features -> per-workload summaries [B, N, d]."""
-        z = self.normalized(x)
-        b, n, t, f = z.shape
+        b, n, t, f = x.shape
+        z = (x - self.mean) / self.std
         if self.training and self.input_noise > 0:
             # Jitter in units of each feature's spread: a few experiments are easy to memorise
             # by their exact levels, and the noise makes the model rely on coarser patterns.
@@ -327,18 +301,7 @@ class Predictor(nn.Module):
         pooled = torch.cat([h[:, -1], h.mean(dim=1)], dim=-1)
         return self.pool(pooled).reshape(b, n, -1)
 
-    def normalized(self, x):
-        """Raw features [.., T, 23] -> the encoder's normalised inputs (derived ones appended)."""
-        if self.derived:
-            x = derive(x)
-        return (x - self.mean) / self.std
-
-    def raw_summary(self, x):
-        """x [B, N, T, F] -> [B, N, 2 F' + 1]: last step, window mean and a one, normalised."""
-        z = self.normalized(x)
-        return torch.cat([z[:, :, -1], z.mean(dim=2), torch.ones_like(z[:, :, -1, :1])], dim=-1)
-
-    def across(self, h, present, x=None):
+    def across(self, h, present):
         """h [B, N, d], present [B, N] -> cross-workload summaries [B, N, 3d]: the workload's own
         summary, what attention to the host's workloads gives it, and the sum over its present
         co-runners. Attention averages, so it cannot tell two co-runners from four; contention
@@ -347,11 +310,7 @@ class Predictor(nn.Module):
         c = self.norm(self.cross(h, key_bias))
         mask = present.unsqueeze(-1)
         others = (h * mask).sum(dim=1, keepdim=True) - h * mask
-        o = self.others_proj(others)
-        if self.raw_proj is not None:
-            r = self.raw_summary(x) * mask
-            o = o + self.raw_proj(r.sum(dim=1, keepdim=True) - r)
-        return torch.cat([h, c, o], dim=-1)
+        return torch.cat([h, c, self.others_proj(others)], dim=-1)
 
     def slowdown(self, c):
         # In log space: a co-located workload can also run *faster* than alone (on an otherwise
@@ -366,7 +325,7 @@ class Predictor(nn.Module):
 
     def forward(self, x, present):
         """Training form: x [B, N, T, F], present [B, N] -> usage [B, N, 6], slowdown [B, N]."""
-        c = self.across(self.encode(x), present, x)
+        c = self.across(self.encode(x), present)
         return self.usage(c, x), self.slowdown(c)
 
 
@@ -374,18 +333,13 @@ def train_member(tr, mean, std, args, seed):
     """Trains one model of the ensemble on the training windows, from its own seed."""
     torch.manual_seed(seed)
     model = Predictor(mean, std, d=args.d_model, dropout=args.dropout, input_noise=args.input_noise,
-                      cross_ff=args.cross_ff, derived=args.derived, raw_others=args.raw_others)
+                      cross_ff=args.cross_ff)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs)
     tx = {k: torch.tensor(v) for k, v in tr.items() if k in ("x", "present", "usage", "sd", "sd_mask")}
     n_train = tx["x"].shape[0]
     ustd = torch.tensor(std[:USAGE])
     gen = torch.Generator().manual_seed(seed)
-    # An exponential moving average of the weights (--ema): the forecast of the average of the
-    # last steps' models, steadier than the last step's on data this small, at no serving cost.
-    ema = None
-    if args.ema > 0:
-        ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     for epoch in range(args.epochs):
         model.train()
         perm = torch.randperm(n_train, generator=gen)
@@ -409,17 +363,10 @@ def train_member(tr, mean, std, args, seed):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if ema is not None:
-                with torch.no_grad():
-                    for k, v in model.state_dict().items():
-                        if v.dtype.is_floating_point:
-                            ema[k].mul_(args.ema).add_(v, alpha=1.0 - args.ema)
             total += float(loss.detach()) * len(b)
         sched.step()
         if epoch % 40 == 0 or epoch == args.epochs - 1:
             print(f"seed {seed} epoch {epoch}: loss {total / n_train:.4f}", flush=True)
-    if ema is not None:
-        model.load_state_dict(ema)
     return model.eval()
 
 
@@ -478,7 +425,7 @@ class ServingMember(nn.Module):
         with torch.no_grad():
             # The input normalisation, the bias and the time position folded into one product:
             # [x, one-hot time step] @ [W / std, (time_pos + b - W mean / std)^T]^T.
-            proj_w = model.proj.weight / model.std[None, :]  # over the 23 (+ derived) inputs
+            proj_w = model.proj.weight / model.std[None, :]
             proj_b = model.proj.bias - proj_w @ model.mean
             self.register_buffer("proj_w", torch.cat([proj_w, (model.time_pos + proj_b).t()], dim=1))
             window = model.time_pos.shape[0]
@@ -502,11 +449,7 @@ class ServingMember(nn.Module):
                 w, b = linear.weight, linear.bias
                 w_own, w_cross, w_others = w[:, :d], w[:, d:2 * d], w[:, 2 * d:]
                 others = w_others @ model.others_proj.weight
-                cols = [w_cross * model.norm.weight[None, :], w_own, others, -others]
-                if model.raw_proj is not None:
-                    raw = w_others @ model.raw_proj.weight
-                    cols += [raw, -raw]
-                self.register_linear(name, torch.cat(cols, dim=1),
+                self.register_linear(name, torch.cat([w_cross * model.norm.weight[None, :], w_own, others, -others], dim=1),
                                      b + w_cross @ model.norm.bias + w_others @ model.others_proj.bias)
 
     def register_linear(self, name, weight, bias):
@@ -528,8 +471,7 @@ class ServingMember(nn.Module):
         """`Predictor.encode` for one host: x [1, N, T, F] -> [N, d]."""
         tb = self.model.temporal
         _, n, t, _ = x.shape
-        xin = derive(x[0]) if self.model.derived else x[0]
-        h = torch.matmul(torch.cat([xin, self.time_onehot], dim=-1), self.proj_w.t())  # [N, T, d]
+        h = torch.matmul(torch.cat([x[0], self.time_onehot], dim=-1), self.proj_w.t())  # [N, T, d]
         d = h.shape[-1]
         heads, dh = tb.att.h, tb.att.dh
         q, k, v = self.linear(normalize(h, tb.n1.eps), "t_qkv").split(d, dim=-1)
@@ -570,13 +512,7 @@ class ServingMember(nn.Module):
         ph = h * present[:, None]
         per_slot = ph.sum(0, keepdim=True) - ph  # S - h_i, [N, d]
         per_row = torch.cat([torch.zeros(1, d), ph])  # h_j of the removed slot, [M, d]
-        parts = [c, h.expand(m, -1, -1), per_slot.expand(m, -1, -1), per_row[:, None, :].expand(-1, n, -1)]
-        if mdl.raw_proj is not None:
-            # The same for the co-runners' raw summaries: sum less own, and the removed slot's.
-            pr = mdl.raw_summary(x)[0] * present[:, None]  # [N, R]
-            parts += [(pr.sum(0, keepdim=True) - pr).expand(m, -1, -1),
-                      torch.cat([torch.zeros(1, pr.shape[1]), pr])[:, None, :].expand(-1, n, -1)]
-        inputs = torch.cat(parts, dim=-1)
+        inputs = torch.cat([c, h.expand(m, -1, -1), per_slot.expand(m, -1, -1), per_row[:, None, :].expand(-1, n, -1)], dim=-1)
         sd = torch.exp(mdl.slowdown_head[2](F.gelu(self.linear(inputs, "sd"), approximate="tanh")).squeeze(-1).clamp(-3.0, 5.0))
         usage = x[0, :, -1, :USAGE] + self.linear(inputs[0], "usage") * mdl.std[:USAGE]
         return usage, sd
@@ -668,8 +604,6 @@ def main():
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--slowdown-weight", type=float, default=2.0,
                     help="weight of the slowdown loss against the usage loss")
-    ap.add_argument("--ema", type=float, default=0.0,
-                    help="keep an exponential moving average of the weights with this decay per step (0: off)")
     ap.add_argument("--log-weight", type=float, default=1.0,
                     help="weight of |log predicted - log measured slowdown| in the slowdown loss")
     ap.add_argument("--rel-weight", type=float, default=0.0,
@@ -678,10 +612,6 @@ def main():
     ap.add_argument("--cross-ff", type=int, default=32,
                     help="feed-forward width of the cross-workload layer (0: none; it runs once per slot mask)")
     ap.add_argument("--input-noise", type=float, default=0.0, help="training-time input jitter, in feature spreads")
-    ap.add_argument("--derived", action="store_true",
-                    help="append inputs derived in the graph from each workload's own features (see DERIVED)")
-    ap.add_argument("--raw-others", action="store_true",
-                    help="add the co-runners' summed normalised inputs (and count) to the co-runner path")
     ap.add_argument("--ensemble", type=int, default=1, help="models averaged inside the exported graph")
     ap.add_argument("--tune", action="store_true",
                     help="evaluate on validation experiments carved out of the training ones (ids 1, 5, 9, ...) "
@@ -722,11 +652,8 @@ def main():
     # Normalisation from the training data's present slots only; flags and constant features
     # keep a scale of 1 so they pass through unchanged.
     flat = tr["x"][tr["present"] > 0].reshape(-1, NUM_FEATURES)
-    # The derived inputs' constants computed apart (unused without --derived), so that the 23
-    # features' constants are bit for bit those of a model without them.
-    flat_d = derive(torch.tensor(tr["x"])).numpy()[..., NUM_FEATURES:][tr["present"] > 0].reshape(-1, DERIVED)
-    mean = np.concatenate([flat.mean(axis=0), flat_d.mean(axis=0)])
-    std = np.concatenate([flat.std(axis=0), flat_d.std(axis=0)])
+    mean = flat.mean(axis=0)
+    std = flat.std(axis=0)
     std = np.where(std < 1e-3, 1.0, std).astype(np.float32)
     mean = mean.astype(np.float32)
 
@@ -744,7 +671,7 @@ def main():
     ewma_usage = te["x"][:, :, 0, :USAGE].copy()
     for k in range(1, WINDOW):
         ewma_usage = EWMA_ALPHA * te["x"][:, :, k, :USAGE] + (1 - EWMA_ALPHA) * ewma_usage
-    a_tr, a_te = regression_inputs(tr, mean[:NUM_FEATURES], std[:NUM_FEATURES]), regression_inputs(te, mean[:NUM_FEATURES], std[:NUM_FEATURES])
+    a_tr, a_te = regression_inputs(tr, mean, std), regression_inputs(te, mean, std)
     ptr = tr["present"] > 0
     w_usage = ridge(a_tr[ptr], tr["usage"][ptr])
     lin_usage = ridge_predict(w_usage, a_te.reshape(-1, a_te.shape[-1])).reshape(*a_te.shape[:2], USAGE)

@@ -334,7 +334,7 @@ def train_member(tr, mean, std, args, seed):
     torch.manual_seed(seed)
     model = Predictor(mean, std, d=args.d_model, dropout=args.dropout, input_noise=args.input_noise,
                       cross_ff=args.cross_ff)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=args.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs)
     tx = {k: torch.tensor(v) for k, v in tr.items() if k in ("x", "present", "usage", "sd", "sd_mask")}
     n_train = tx["x"].shape[0]
@@ -353,9 +353,13 @@ def train_member(tr, mean, std, args, seed):
             u_err = torch.abs((usage - tx["usage"][b]) / ustd)
             u_loss = (u_err.mean(-1) * pres).sum() / pres.sum()
             m = tx["sd_mask"][b]
-            s_err = torch.abs(torch.log(sd) - torch.log(tx["sd"][b]))
+            s_err = args.log_weight * torch.abs(torch.log(sd) - torch.log(tx["sd"][b]))
+            if args.rel_weight:
+                # The relative error itself (what MAPE averages): under the same uncertainty in
+                # log space it prefers the lower forecast, as MAPE does.
+                s_err = s_err + args.rel_weight * torch.abs(sd / tx["sd"][b] - 1.0)
             s_loss = (s_err * m).sum() / m.sum().clamp(min=1)
-            loss = u_loss + 2.0 * s_loss
+            loss = u_loss + args.slowdown_weight * s_loss
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -597,6 +601,13 @@ def main():
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--d-model", type=int, default=16)
     ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--slowdown-weight", type=float, default=2.0,
+                    help="weight of the slowdown loss against the usage loss")
+    ap.add_argument("--log-weight", type=float, default=1.0,
+                    help="weight of |log predicted - log measured slowdown| in the slowdown loss")
+    ap.add_argument("--rel-weight", type=float, default=0.0,
+                    help="weight of |predicted / measured slowdown - 1| (MAPE's own error) in the slowdown loss")
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--cross-ff", type=int, default=32,
                     help="feed-forward width of the cross-workload layer (0: none; it runs once per slot mask)")
@@ -605,6 +616,9 @@ def main():
     ap.add_argument("--tune", action="store_true",
                     help="evaluate on validation experiments carved out of the training ones (ids 1, 5, 9, ...) "
                          "and export nothing: for choosing settings without looking at the held-out set")
+    ap.add_argument("--tune-fold", type=int, default=1, choices=[0, 1, 2],
+                    help="with --tune: validate on the training experiments whose id modulo 4 is this "
+                         "(1: ids 1, 5, 9, ...; 0 and 2 give two more folds, never the held-out 3)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (more than one is slower for a model this small on a busy host)")
     ap.add_argument("--card", default="predictor/MODEL_CARD.md")
@@ -627,8 +641,8 @@ def main():
     train_hosts = [h for h in hosts if h.experiment % HELD_OUT_EVERY != HELD_OUT_EVERY - 1]
     test_hosts = [h for h in hosts if h.experiment % HELD_OUT_EVERY == HELD_OUT_EVERY - 1]
     if args.tune:
-        test_hosts = [h for h in train_hosts if h.experiment % HELD_OUT_EVERY == 1]
-        train_hosts = [h for h in train_hosts if h.experiment % HELD_OUT_EVERY != 1]
+        test_hosts = [h for h in train_hosts if h.experiment % HELD_OUT_EVERY == args.tune_fold]
+        train_hosts = [h for h in train_hosts if h.experiment % HELD_OUT_EVERY != args.tune_fold]
     if not train_hosts or not test_hosts:
         sys.exit(f"need experiments for both training and held-out evaluation; have {len(hosts)}")
     train_slots = max(len(h.workloads) for h in hosts)

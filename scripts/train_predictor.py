@@ -410,7 +410,10 @@ class ServingMember(nn.Module):
     * the layer norms' scale and shift are folded into the linear layers that read them, and the
       co-runner-sum projection into the heads;
     * slot i's co-runner sum with slot j removed is S - h_i - h_j (S: the sum over present slots),
-      so the heads read S - h_i and h_j as columns of one product, with opposite weights;
+      computed per slot and per row ([N, d] and [1 + N, d], not [1 + N, N, d]): the heads' weights
+      for them run once per slot or row, and only the part read from c runs over every row and
+      slot (the three parts as columns of one product over all rows cost 200 us of a 1.05 ms run;
+      the cross attention's residual h is likewise added per slot, not multiplied by I);
     * both attentions exponentiate their scores as they are, without subtracting each row's
       maximum, and the temporal one sums each row by a product with a column of ones: tract's
       softmax over rows of 8 cost 175 us of a 1.24 ms run, and its row maximum 19 us. That is
@@ -446,18 +449,27 @@ class ServingMember(nn.Module):
             # tensors instead of broadcasting.
             keep = torch.cat([torch.ones(1, slots), 1.0 - torch.eye(slots)])
             self.register_buffer("keep", keep[:, None, :, None].expand(-1, att.h, -1, att.dh + 1).contiguous())
-            # The attention's output projection with the residual: [y, h] @ [W_out, I]^T + b.
-            self.register_linear("out", torch.cat([att.out.weight, torch.eye(d)], dim=1), att.out.bias.clone())
+            # The attention's output projection; its residual h is added (the same for every row).
+            self.register_linear("out", att.out.weight.clone(), att.out.bias.clone())
             if model.cross.ff is not None:
                 self.register_linear("ff0", *fold_norm(model.cross.ff[0], model.cross.n2))
             # The heads read [c, h, S - h_i, h_j]: the layer norm's scale and shift folded into the
             # c columns, the co-runner-sum projection into the last two (with opposite signs).
-            for name, linear in (("sd", model.slowdown_head[0]), ("usage", model.usage_head)):
+            def head(linear):
                 w, b = linear.weight, linear.bias
                 w_own, w_cross, w_others = w[:, :d], w[:, d:2 * d], w[:, 2 * d:]
                 others = w_others @ model.others_proj.weight
-                self.register_linear(name, torch.cat([w_cross * model.norm.weight[None, :], w_own, others, -others], dim=1),
-                                     b + w_cross @ model.norm.bias + w_others @ model.others_proj.bias)
+                return (torch.cat([w_cross * model.norm.weight[None, :], w_own, others, -others], dim=1),
+                        b + w_cross @ model.norm.bias + w_others @ model.others_proj.bias)
+            # The slowdown head in three parts, so that only the part that differs per row and slot
+            # runs over all of them: c per row and slot, [h, S - h_i] per slot, h_j per row.
+            w, b = head(model.slowdown_head[0])
+            self.register_linear("sd_c", w[:, :d], torch.zeros_like(b))
+            self.register_linear("sd_slot", w[:, d:3 * d], b)
+            self.register_linear("sd_row", w[:, 3 * d:], torch.zeros_like(b))
+            # Usage is read from row 0 alone, where nothing is removed (h_j = 0).
+            w, b = head(model.usage_head)
+            self.register_linear("usage", w[:, :3 * d], b)
 
     def register_linear(self, name, weight, bias):
         """Keeps a folded linear layer as the constants `<name>_w` and `<name>_b`."""
@@ -510,7 +522,7 @@ class ServingMember(nn.Module):
         # A query whose every key is removed or absent has 0 / 0: clamp (its row is meaningless).
         y = nd[..., :dh] / nd[..., dh:].clamp(min=1e-30)
         y = y.transpose(1, 2).reshape(m, n, d)
-        return self.linear(torch.cat([y, h.expand(m, -1, -1)], dim=-1), "out")
+        return self.linear(y, "out") + h
 
     def forward(self, x, present):
         """x [1, N, T, F] -> usage [N, 6], slowdown [1 + N, N]."""
@@ -522,9 +534,14 @@ class ServingMember(nn.Module):
         ph = h * present[:, None]
         per_slot = ph.sum(0, keepdim=True) - ph  # S - h_i, [N, d]
         per_row = torch.cat([torch.zeros(1, d), ph])  # h_j of the removed slot, [M, d]
-        inputs = torch.cat([c, h.expand(m, -1, -1), per_slot.expand(m, -1, -1), per_row[:, None, :].expand(-1, n, -1)], dim=-1)
-        sd = torch.exp(mdl.slowdown_head[2](F.gelu(self.linear(inputs, "sd"), approximate="tanh")).squeeze(-1).clamp(-3.0, 5.0))
-        usage = x[0, :, -1, :USAGE] + self.linear(inputs[0], "usage") * mdl.std[:USAGE]
+        # The head's input [c, h, S - h_i, h_j] times its weights, as the sum of a product over
+        # every row and slot (c), one per slot and one per row, broadcast: the per-slot and per-row
+        # columns of one product over all 1 056 rows cost as much as the c part.
+        slot_term = self.linear(torch.cat([h, per_slot], dim=-1), "sd_slot")  # [N, hidden]
+        row_term = self.linear(per_row, "sd_row")  # [M, hidden]
+        hidden = self.linear(c, "sd_c") + slot_term + row_term[:, None, :]
+        sd = torch.exp(mdl.slowdown_head[2](F.gelu(hidden, approximate="tanh")).squeeze(-1).clamp(-3.0, 5.0))
+        usage = x[0, :, -1, :USAGE] + self.linear(torch.cat([c[0], h, per_slot], dim=-1), "usage") * mdl.std[:USAGE]
         return usage, sd
 
 

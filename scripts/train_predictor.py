@@ -370,6 +370,20 @@ def train_member(tr, mean, std, args, seed):
     return model.eval()
 
 
+def load_weights(path, mean, std, args):
+    """The ensemble a run with the same model settings trained and saved (`weights.pt`); its own
+    normalisation constants replace `mean` and `std`."""
+    members = [Predictor(mean, std, d=args.d_model, dropout=args.dropout, input_noise=args.input_noise,
+                         cross_ff=args.cross_ff) for _ in range(args.ensemble)]
+    model = Ensemble(members)
+    try:
+        model.load_state_dict(torch.load(path, weights_only=True))
+    except (OSError, RuntimeError, ValueError) as e:
+        sys.exit(f"cannot start from the weights in {path} (model settings --d-model {args.d_model}, "
+                 f"--cross-ff {args.cross_ff}, --ensemble {args.ensemble}): {e}")
+    return model
+
+
 class Ensemble(nn.Module):
     """The mean of several independently seeded models: on data this small and noisy the
     average forecast is steadier than any one member's."""
@@ -685,10 +699,16 @@ def main():
     ap.add_argument("--card", default="predictor/MODEL_CARD.md")
     ap.add_argument("--benchmarks", default="docs/BENCHMARKS.md")
     ap.add_argument("--predictions", default=None, help="also save held-out predictions here (.npz) for analysis")
+    ap.add_argument("--weights", default=None,
+                    help="start from trained weights (the weights.pt an earlier run wrote) instead of training: "
+                         "exports and evaluates that same model again, e.g. after a change to the serving graph "
+                         "(training is byte-identical on one machine, not across machines)")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite the model card and benchmarks table")
     args = ap.parse_args()
     if args.epochs < 1 or args.d_model < 2 or args.d_model % 2 or args.ensemble < 1:
         ap.error("--epochs and --ensemble must be at least 1, --d-model even and at least 2 (2 heads)")
+    if args.weights and args.tune:
+        ap.error("--weights exports a trained model; --tune chooses how to train one: use one or the other")
     if not 0 <= args.dropout < 1 or args.cross_ff < 0 or args.input_noise < 0:
         ap.error("--dropout must be in [0, 1); --cross-ff and --input-noise must not be negative")
 
@@ -718,10 +738,11 @@ def main():
     std = np.where(std < 1e-3, 1.0, std).astype(np.float32)
     mean = mean.astype(np.float32)
 
-    members = []
-    for k in range(args.ensemble):
-        members.append(train_member(tr, mean, std, args, seed=args.seed + 1000 * k))
-    model = Ensemble(members).eval()
+    if args.weights:
+        model = load_weights(args.weights, mean, std, args)
+    else:
+        model = Ensemble([train_member(tr, mean, std, args, seed=args.seed + 1000 * k) for k in range(args.ensemble)])
+    model = model.eval()
     n_train = tr["x"].shape[0]
     with torch.no_grad():
         tf_usage, tf_sd = model(torch.tensor(te["x"]), torch.tensor(te["present"]))
@@ -790,6 +811,8 @@ def main():
             gap = max(gap, float((s_plain[0][keep] - ref_without[j][keep]).abs().max()))
     if gap > 1e-4:
         raise SystemExit(f"the serving graph differs from the trained model by {gap}")
+    # The weights apart from the graph: `--weights` exports this model again without retraining.
+    torch.save(model.state_dict(), os.path.join(args.out, "weights.pt"))
     onnx_path = os.path.join(args.out, "entente-predictor.onnx")
     torch.onnx.export(serving, (ft, pt), onnx_path, input_names=["features", "present"],
                       output_names=["usage", "slowdown", "slowdown_without"], opset_version=17, dynamo=False)

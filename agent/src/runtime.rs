@@ -96,10 +96,9 @@ impl Active {
         let spec = config.spec(&settings.host);
         // Retried while no arbiter answers (the cluster may be electing a leader): a workload the
         // cluster never heard of has every bid rejected as unknown.
-        let reply = register_until_answered("workload", Some(WORKLOAD_REGISTRATION_ATTEMPTS), || {
-            bus.register_workload(&spec)
-        })
-        .await;
+        let what = format!("workload {}", config.id);
+        let reply =
+            register_until_answered(&what, Some(WORKLOAD_REGISTRATION_ATTEMPTS), || bus.register_workload(&spec)).await;
         match reply {
             Ok(RegistrationReply::Accepted) => tracing::info!(workload = %config.id, discovered, "workload registered"),
             Ok(RegistrationReply::Refused { reason }) => {

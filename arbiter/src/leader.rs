@@ -244,26 +244,23 @@ impl Leadership<'_> {
                 Some(received) = hosts.next() => {
                     let reply = match received.message {
                         Ok(registration) => self.admit(Command::RegisterHost { registration }).await,
-                        Err(e) => RegistrationReply::Refused { reason: e.to_string() },
+                        Err(e) => Some(RegistrationReply::Refused { reason: e.to_string() }),
                     };
-                    count_registration("host", &reply);
-                    self.answer(received.reply, &reply).await;
+                    self.answer_registration("host", received.reply, reply).await;
                 }
                 Some(received) = specs.next() => {
                     let reply = match received.message {
                         Ok(spec) => self.admit(Command::RegisterWorkload { spec }).await,
-                        Err(e) => RegistrationReply::Refused { reason: e.to_string() },
+                        Err(e) => Some(RegistrationReply::Refused { reason: e.to_string() }),
                     };
-                    count_registration("workload", &reply);
-                    self.answer(received.reply, &reply).await;
+                    self.answer_registration("workload", received.reply, reply).await;
                 }
                 Some(received) = quotas.next() => {
                     let reply = match received.message {
                         Ok(q) => self.admit(Command::SetQuota { tenant: q.tenant, resource: q.resource, limit: q.limit }).await,
-                        Err(e) => RegistrationReply::Refused { reason: e.to_string() },
+                        Err(e) => Some(RegistrationReply::Refused { reason: e.to_string() }),
                     };
-                    count_registration("quota", &reply);
-                    self.answer(received.reply, &reply).await;
+                    self.answer_registration("quota", received.reply, reply).await;
                 }
                 Some(received) = members.next() => {
                     let reply = match received.message {
@@ -334,13 +331,32 @@ impl Leadership<'_> {
         }
     }
 
-    /// Proposes a registration and turns the ledger's verdict into the agent's answer.
-    async fn admit(&self, command: Command) -> RegistrationReply {
+    /// Proposes a registration and turns the ledger's verdict into the agent's answer; `None`
+    /// when it was not committed (this replica lost its leadership on the way, say). That is no
+    /// verdict: a refusal would be final for the agent (a refused host stops its agent), while
+    /// a registration can safely be sent again, so the requester is left to time out and retry.
+    async fn admit(&self, command: Command) -> Option<RegistrationReply> {
         match self.node.write(command).await {
-            Ok(Response::Accepted) => RegistrationReply::Accepted,
-            Ok(Response::Refused { reason }) => RegistrationReply::Refused { reason },
-            Ok(other) => RegistrationReply::Refused { reason: format!("unexpected ledger answer {other:?}") },
-            Err(e) => RegistrationReply::Refused { reason: format!("not committed: {e}") },
+            Ok(Response::Accepted) => Some(RegistrationReply::Accepted),
+            Ok(Response::Refused { reason }) => Some(RegistrationReply::Refused { reason }),
+            Ok(other) => Some(RegistrationReply::Refused { reason: format!("unexpected ledger answer {other:?}") }),
+            Err(e) => {
+                tracing::warn!(error = %e, "registration not committed; not answering, so that it is sent again");
+                None
+            }
+        }
+    }
+
+    /// Answers and counts a registration that has a verdict; one without is left unanswered.
+    async fn answer_registration(
+        &self,
+        kind: &'static str,
+        reply_to: Option<async_nats::Subject>,
+        reply: Option<RegistrationReply>,
+    ) {
+        if let Some(reply) = reply {
+            count_registration(kind, &reply);
+            self.answer(reply_to, &reply).await;
         }
     }
 

@@ -329,11 +329,16 @@ class Predictor(nn.Module):
         return self.usage(c, x), self.slowdown(c)
 
 
+def untrained_predictor(mean, std, args):
+    """A `Predictor` with the model settings of `args`, to train or to load weights into."""
+    return Predictor(mean, std, d=args.d_model, dropout=args.dropout, input_noise=args.input_noise,
+                     cross_ff=args.cross_ff)
+
+
 def train_member(tr, mean, std, args, seed):
     """Trains one model of the ensemble on the training windows, from its own seed."""
     torch.manual_seed(seed)
-    model = Predictor(mean, std, d=args.d_model, dropout=args.dropout, input_noise=args.input_noise,
-                      cross_ff=args.cross_ff)
+    model = untrained_predictor(mean, std, args)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs)
     tx = {k: torch.tensor(v) for k, v in tr.items() if k in ("x", "present", "usage", "sd", "sd_mask")}
@@ -373,9 +378,7 @@ def train_member(tr, mean, std, args, seed):
 def load_weights(path, mean, std, args):
     """The ensemble a run with the same model settings trained and saved (`weights.pt`); its own
     normalisation constants replace `mean` and `std`."""
-    members = [Predictor(mean, std, d=args.d_model, dropout=args.dropout, input_noise=args.input_noise,
-                         cross_ff=args.cross_ff) for _ in range(args.ensemble)]
-    model = Ensemble(members)
+    model = Ensemble([untrained_predictor(mean, std, args) for _ in range(args.ensemble)])
     try:
         model.load_state_dict(torch.load(path, weights_only=True))
     except (OSError, RuntimeError, ValueError) as e:
@@ -543,7 +546,7 @@ class ServingMember(nn.Module):
         mdl = self.model
         h = self.encode(x)  # [N, d]
         c = self.feed_forward(self.attention_rows(h, present), mdl.cross, "ff0")  # [M, N, d]
-        m, n, d = c.shape
+        d = c.shape[-1]
         c = normalize(c, mdl.norm.eps)
         ph = h * present[:, None]
         per_slot = ph.sum(0, keepdim=True) - ph  # S - h_i, [N, d]

@@ -1,7 +1,8 @@
 //! The agent as a whole, against a real nats-server and a scripted arbiter played by the test:
 //! it registers, publishes telemetry, answers a round with a valid bid, enforces the decision on
 //! the real cgroup of a command it started, falls back to the guarantee when the lease runs out,
-//! registers again when the arbiter no longer knows its workload, and on SIGTERM stops its command and removes the cgroups it made.
+//! registers again when the arbiter no longer knows its workload, and on SIGTERM stops its
+//! command and removes the cgroups it made.
 //!
 //! Needs root and a cgroup filesystem (CI runs as root).
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command that regenerates predictor/data/ from real contention on this host (about 90
+# One command that regenerates predictor/data/ from real contention on this host (about 85
 # minutes; needs root). Installs the workloads' tools with apt if they are missing, then runs
 # scripts/collect_contention.py with the parameters the committed data was collected with.
 set -euo pipefail
@@ -12,7 +12,6 @@ if [ -e "$OUT/samples.csv.gz" ]; then
     echo "$OUT already holds data; move it away first (the collector appends)" >&2
     exit 1
 fi
-# Two runs, as the committed data was collected (the second, some hours later, added
-# experiments 32-63 with their own seed; the collector appends).
-python3 scripts/collect_contention.py --out "$OUT" --experiments 32 --seed 7
-exec python3 scripts/collect_contention.py --out "$OUT" --experiments 32 --first-experiment 32 --seed 8
+# One run, as the committed data was collected: every workload runs alone twice per experiment
+# (its solo throughput is the mean of the two), beside 5 co-located segments.
+exec python3 scripts/collect_contention.py --out "$OUT" --experiments 44 --seed 9 --solo-segments 2

@@ -12,8 +12,8 @@ throughput under the same limits is measured in segments interleaved with the co
 so slowdown = solo throughput / co-located throughput.
 
 An experiment is one simulated host: 2 to 4 workloads with random limits, run through a shuffled
-sequence of segments in which different subsets are active (each workload once alone, the rest
-co-located), so antagonists start, stop and change within the experiment.
+sequence of segments in which different subsets are active (each workload alone `--solo-segments`
+times, the rest co-located), so antagonists start, stop and change within the experiment.
 
 Output (under --out): samples.csv.gz (one row per workload per second), segments.csv.gz (one row
 per workload per segment, with throughput and slowdown), collection.json (the parameters).
@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import defaultdict
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 V1_CONTROLLERS = ["cpu", "cpuacct", "memory", "blkio"]
@@ -69,7 +70,7 @@ SAMPLE_FIELDS = [
 SEGMENT_FIELDS = [
     "experiment", "segment", "start_t", "end_t", "workload", "kind", "cpu_limit_cores",
     "memory_limit_bytes", "active", "solo", "co_runners", "throughput", "throughput_unit",
-    "p99_ms", "solo_throughput", "slowdown", "p99_ratio", "loadavg1_start", "loadavg1_end",
+    "p99_ms", "solo_throughput", "solo_spread", "slowdown", "p99_ratio", "loadavg1_start", "loadavg1_end",
 ]
 
 
@@ -495,7 +496,7 @@ def plan_experiment(rng, args):
         workloads.append({"name": f"w{i}-{kind}", "kind": kind, "cpu_limit": rng.choice(CPU_LIMITS),
                           "memory_limit": rng.choice(MEMORY_LIMITS)})
     names = [w["name"] for w in workloads]
-    segments = [[name] for name in names]
+    segments = [[name] for name in names] * args.solo_segments
     for _ in range(args.colocated_segments):
         k = rng.randint(2, n)
         segments.append(sorted(rng.sample(names, k)))
@@ -583,16 +584,32 @@ def run_experiment(exp_id, rng, args, tmpdir):
     finally:
         for w in workloads:
             w.close()
-    # Label: slowdown = solo throughput (same limits, same experiment) / throughput in the segment.
-    solo = {r["workload"]: r for r in seg_rows if r["solo"] and r["throughput"] != ""}
-    for r in seg_rows:
-        s = solo.get(r["workload"])
-        r["solo_throughput"] = s["throughput"] if s else ""
-        ok = s and r["active"] and r["throughput"] not in ("", 0)
-        r["slowdown"] = round(s["throughput"] / r["throughput"], 5) if ok else ""
-        ok99 = ok and s["p99_ms"] not in ("", None, 0) and r["p99_ms"] != ""
-        r["p99_ratio"] = round(r["p99_ms"] / s["p99_ms"], 5) if ok99 else ""
+    label_segments(seg_rows)
     return plan, sampler.rows, seg_rows
+
+
+def label_segments(seg_rows):
+    """Label: slowdown = solo throughput (same limits, same experiment) / throughput in the
+    segment. The solo throughput is the mean over the workload's solo segments, which lie at
+    random places in the experiment, so one unlucky solo run does not bias every label of the
+    workload; `solo_spread` (their range over their mean) records how far they disagreed, which
+    is the label noise the reference carries."""
+    solos = defaultdict(list)
+    for r in seg_rows:
+        if r["solo"] and r["throughput"] != "":
+            solos[r["workload"]].append(r)
+    for r in seg_rows:
+        runs = solos.get(r["workload"], [])
+        tps = [s["throughput"] for s in runs]
+        solo_tp = sum(tps) / len(tps) if tps else None
+        p99s = [s["p99_ms"] for s in runs if s["p99_ms"] not in ("", None, 0)]
+        solo_p99 = sum(p99s) / len(p99s) if p99s else None
+        r["solo_throughput"] = round(solo_tp, 5) if solo_tp else ""
+        r["solo_spread"] = round((max(tps) - min(tps)) / solo_tp, 5) if len(tps) >= 2 and solo_tp else ""
+        ok = solo_tp and r["active"] and r["throughput"] not in ("", 0)
+        r["slowdown"] = round(solo_tp / r["throughput"], 5) if ok else ""
+        ok99 = ok and solo_p99 and r["p99_ms"] != ""
+        r["p99_ratio"] = round(r["p99_ms"] / solo_p99, 5) if ok99 else ""
 
 
 def append_csv(path, fields, rows):
@@ -614,6 +631,8 @@ def main():
     ap.add_argument("--seed", type=int, default=6)
     ap.add_argument("--segment-seconds", type=float, default=10.0)
     ap.add_argument("--colocated-segments", type=int, default=5)
+    ap.add_argument("--solo-segments", type=int, default=2,
+                    help="solo segments per workload; the solo throughput is their mean")
     ap.add_argument("--interval", type=float, default=1.0, help="sampling interval, seconds")
     ap.add_argument("--redis-port", type=int, default=6390)
     args = ap.parse_args()
@@ -623,6 +642,8 @@ def main():
         ap.error("--segment-seconds must be at least 2 (stress-ng needs time to report a rate)")
     if args.colocated_segments < 1:
         ap.error("--colocated-segments must be at least 1")
+    if args.solo_segments < 1:
+        ap.error("--solo-segments must be at least 1 (the labels divide by the solo throughput)")
     if not 0.1 <= args.interval <= 60:
         ap.error("--interval must be between 0.1 and 60 seconds")
     if args.first_experiment and not os.path.exists(os.path.join(args.out, "collection.json")):

@@ -119,6 +119,8 @@ class Host:
     def __init__(self, experiment, samples, segments):
         self.experiment = experiment
         self.workloads = sorted({r["workload"] for r in samples})
+        kind_of = {r["workload"]: r["kind"] for r in samples}
+        self.kinds = [kind_of[w] for w in self.workloads]
         ticks = sorted({int(r["t"]) for r in samples})
         self.ticks = ticks
         index = {t: i for i, t in enumerate(ticks)}
@@ -128,11 +130,15 @@ class Host:
         self.load = np.zeros(len(ticks), dtype=np.float32)
         for r in samples:
             self.load[index[int(r["t"])]] = float(r["loadavg1"])
-        # Per workload: the segments as (start, end, slowdown or None when inactive/unlabelled).
+        # Per workload: the segments as (start, end, slowdown or None when inactive/unlabelled,
+        # segment id), and the ids of its solo segments.
         self.segments = defaultdict(list)
+        self.solo_segments = defaultdict(set)
         for s in segments:
             sd = fnum(s["slowdown"]) if s["active"] == "1" else None
             self.segments[s["workload"]].append((float(s["start_t"]), float(s["end_t"]), sd, int(s["segment"])))
+            if s["solo"] == "1":
+                self.solo_segments[s["workload"]].add(int(s["segment"]))
 
     def slowdown_over(self, workload, t0, t1):
         """The measured slowdown of the segment holding the middle of (t0, t1], if labelled."""
@@ -194,6 +200,8 @@ def make_windows(hosts, slots):
             last_sd = np.ones(slots, dtype=np.float32)
             ewma_sd = np.ones(slots, dtype=np.float32)
             change = np.zeros(slots, dtype=np.float32)
+            solo = np.zeros(slots, dtype=np.float32)
+            kinds = np.array(h.kinds + [""] * (slots - n))
             for k, w in enumerate(h.workloads):
                 v = h.slowdown_over(w, t, h.ticks[i + 1])
                 if v is not None and v > 0:
@@ -206,6 +214,7 @@ def make_windows(hosts, slots):
                         e = EWMA_ALPHA * p + (1 - EWMA_ALPHA) * e
                     ewma_sd[k] = e
                 change[k] = float(h.segment_at(w, t) != h.segment_at(w, h.ticks[i + 1]))
+                solo[k] = float(h.segment_at(w, h.ticks[i + 1]) in h.solo_segments[w])
             out["x"].append(x)
             out["present"].append(present)
             out["usage"].append(usage_next)
@@ -214,6 +223,8 @@ def make_windows(hosts, slots):
             out["last_sd"].append(last_sd)
             out["ewma_sd"].append(ewma_sd)
             out["change"].append(change)
+            out["solo"].append(solo)
+            out["kind"].append(kinds)
             out["experiment"].append(h.experiment)
             out["load"].append(h.load[i])
     return {k: np.array(v) for k, v in out.items()}
@@ -669,6 +680,27 @@ def evaluate(name_to_pred, w):
     return out
 
 
+def evaluate_by_kind(name_to_sd, w):
+    """Slowdown error per workload kind, and for solo and co-located windows apart: where the
+    error is. Per group: labelled windows, each model's MAPE, the transformer's MAE, and the
+    group's share of the transformer's summed relative error (what its MAPE averages)."""
+    sel = w["sd_mask"] > 0
+    true = w["sd"]
+    rel = {name: np.abs(sd - true) / np.abs(np.where(sel, true, 1.0)) for name, sd in name_to_sd.items()}
+    total = float(rel["transformer"][sel].sum())
+    groups = [(kind, sel & (w["kind"] == kind)) for kind in sorted(set(w["kind"][sel].tolist()))]
+    groups += [("(solo)", sel & (w["solo"] > 0)), ("(co-located)", sel & (w["solo"] == 0))]
+    out = {}
+    for name, mask in groups:
+        if not mask.any():
+            continue
+        out[name] = {"windows": int(mask.sum()),
+                     "slowdown_mape_pct": {m: float(r[mask].mean() * 100.0) for m, r in rel.items()},
+                     "transformer_slowdown_mae": mae(name_to_sd["transformer"][mask], true[mask]),
+                     "share_of_transformer_relative_error_pct": float(rel["transformer"][mask].sum() / total * 100.0)}
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="predictor/data")
@@ -771,6 +803,8 @@ def main():
         "ewma": (te["ewma_sd"], ewma_usage),
         "linear_regression": (lin_sd, lin_usage),
     }, te)
+    by_kind = evaluate_by_kind({"transformer": tf_sd, "last_value": te["last_sd"], "ewma": te["ewma_sd"],
+                                "linear_regression": lin_sd}, te)
     if args.tune:
         for name, r in metrics.items():
             print(f"validation {name}: slowdown MAE {r['slowdown_mae']:.3f} MAPE {r['slowdown_mape_pct']:.1f}% "
@@ -856,6 +890,7 @@ def main():
         "background_load": {"loadavg1_mean": float(np.mean([h.load.mean() for h in hosts])),
                             "loadavg1_max": float(max(h.load.max() for h in hosts))},
         "metrics": metrics,
+        "slowdown_by_kind": by_kind,
     }
     sd_base = {k: v["slowdown_mae"] for k, v in metrics.items() if k != "transformer"}
     best_base = min(sd_base, key=sd_base.get)
@@ -873,6 +908,8 @@ def main():
     print(table)
     if not args.no_docs:
         write_section(args.card, "accuracy", table)
+        write_section(args.card, "accuracy-by-kind", by_kind_table(by_kind))
+        write_section(args.card, "data-summary", data_summary(args.data, hosts))
         write_section(args.benchmarks, "predictor-accuracy", table)
 
 
@@ -933,6 +970,57 @@ def accuracy_table(s):
                 f"slowdown MAPE target < 10%: {'met' if t['slowdown_mape_under_10pct'] else 'NOT met'}. "
                 f"ONNX (onnxruntime) vs PyTorch max abs difference: {s['onnx_vs_pytorch_max_abs_diff']:.1e}. "
                 f"Reproduce: `scripts/train-predictor.sh`.")
+    return "\n".join(rows)
+
+
+def data_summary(data_dir, hosts):
+    """What the labels are, per kind, from the segments file: so that the model card's account
+    of the data is recomputed with the model rather than copied by hand. `solo_spread` (how far
+    a workload's solo runs in one experiment disagreed) is there only in data collected with
+    more than one solo segment per workload."""
+    segments = read_csv_gz(os.path.join(data_dir, "segments.csv.gz"))
+    kinds = sorted({s["kind"] for s in segments})
+    colocated = defaultdict(list)
+    spread = defaultdict(dict)
+    unlabelled = 0
+    for s in segments:
+        if s["active"] != "1":
+            continue
+        if s["slowdown"] == "":
+            unlabelled += 1
+        elif s["solo"] == "0":
+            colocated[s["kind"]].append(float(s["slowdown"]))
+        if s.get("solo_spread"):
+            spread[s["kind"]][(s["experiment"], s["workload"])] = float(s["solo_spread"])
+
+    def row(name, labels, spreads):
+        labels = np.array(labels) if labels else np.array([np.nan])
+        med_spread = f"{np.median(spreads) * 100:.1f} %" if spreads else "n/a"
+        return (f"| {name} | {int(np.isfinite(labels).sum())} | {np.nanmedian(labels):.2f} | {np.nanmin(labels):.2f}–"
+                f"{np.nanmax(labels):.2f} | {int((labels < 1).sum())} | {int((labels > 2).sum())} | {med_spread} |")
+
+    rows = ["| kind | co-located labels | median | range | below 1 | above 2 | median solo spread |",
+            "|---|---|---|---|---|---|---|"]
+    for kind in kinds:
+        rows.append(row(kind, colocated[kind], list(spread[kind].values())))
+    rows.append(row("all", [v for k in kinds for v in colocated[k]], [v for k in kinds for v in spread[k].values()]))
+    samples = sum(len(h.ticks) * len(h.workloads) for h in hosts)
+    rows.append("")
+    rows.append(f"{len(hosts)} experiments, {samples} samples, "
+                f"{sum(1 for s in segments if s['active'] == '1' and s['slowdown'] != '')} labelled workload-segments "
+                f"({unlabelled} active ones unlabelled: no throughput measured). Solo spread: (largest − smallest) / "
+                f"mean of one workload's solo throughputs in one experiment.")
+    return "\n".join(rows)
+
+
+def by_kind_table(by_kind):
+    rows = ["| kind | windows | transformer MAPE % | last_value | ewma | linear_regression | transformer MAE | share of the transformer's relative error |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name, r in by_kind.items():
+        m = r["slowdown_mape_pct"]
+        rows.append(f"| {name} | {r['windows']} | {m['transformer']:.1f} | {m['last_value']:.1f} | {m['ewma']:.1f} | "
+                    f"{m['linear_regression']:.1f} | {r['transformer_slowdown_mae']:.3f} | "
+                    f"{r['share_of_transformer_relative_error_pct']:.0f} % |")
     return "\n".join(rows)
 
 

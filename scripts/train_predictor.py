@@ -162,6 +162,7 @@ class Host:
 
 
 def load_hosts(data_dir):
+    """The experiments of a data set, and its segment rows as read (for the data summary)."""
     for name in ["samples.csv.gz", "segments.csv.gz", "collection.json"]:
         if not os.path.isfile(os.path.join(data_dir, name)):
             sys.exit(f"{data_dir} has no {name}: not a data set written by scripts/collect_contention.py")
@@ -175,7 +176,7 @@ def load_hosts(data_dir):
         by_exp[int(r["experiment"])].append(r)
     for s in segments:
         seg_by_exp[int(s["experiment"])].append(s)
-    return [Host(e, by_exp[e], seg_by_exp[e]) for e in sorted(by_exp)]
+    return [Host(e, by_exp[e], seg_by_exp[e]) for e in sorted(by_exp)], segments
 
 
 def make_windows(hosts, slots):
@@ -213,8 +214,9 @@ def make_windows(hosts, slots):
                     for p in past:
                         e = EWMA_ALPHA * p + (1 - EWMA_ALPHA) * e
                     ewma_sd[k] = e
-                change[k] = float(h.segment_at(w, t) != h.segment_at(w, h.ticks[i + 1]))
-                solo[k] = float(h.segment_at(w, h.ticks[i + 1]) in h.solo_segments[w])
+                next_segment = h.segment_at(w, h.ticks[i + 1])
+                change[k] = float(h.segment_at(w, t) != next_segment)
+                solo[k] = float(next_segment in h.solo_segments[w])
             out["x"].append(x)
             out["present"].append(present)
             out["usage"].append(usage_next)
@@ -753,7 +755,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
 
-    hosts = load_hosts(args.data)
+    hosts, segments = load_hosts(args.data)
     train_hosts = [h for h in hosts if h.experiment % HELD_OUT_EVERY != HELD_OUT_EVERY - 1]
     test_hosts = [h for h in hosts if h.experiment % HELD_OUT_EVERY == HELD_OUT_EVERY - 1]
     if args.tune:
@@ -909,7 +911,7 @@ def main():
     if not args.no_docs:
         write_section(args.card, "accuracy", table)
         write_section(args.card, "accuracy-by-kind", by_kind_table(by_kind))
-        write_section(args.card, "data-summary", data_summary(args.data, hosts))
+        write_section(args.card, "data-summary", data_summary(segments, hosts))
         write_section(args.benchmarks, "predictor-accuracy", table)
 
 
@@ -973,22 +975,23 @@ def accuracy_table(s):
     return "\n".join(rows)
 
 
-def data_summary(data_dir, hosts):
-    """What the labels are, per kind, from the segments file: so that the model card's account
+def data_summary(segments, hosts):
+    """What the labels are, per kind, from the segment rows: so that the model card's account
     of the data is recomputed with the model rather than copied by hand. `solo_spread` (how far
     a workload's solo runs in one experiment disagreed) is there only in data collected with
     more than one solo segment per workload."""
-    segments = read_csv_gz(os.path.join(data_dir, "segments.csv.gz"))
     kinds = sorted({s["kind"] for s in segments})
     colocated = defaultdict(list)
     spread = defaultdict(dict)
-    unlabelled = 0
+    labelled, unlabelled = 0, 0
     for s in segments:
         if s["active"] != "1":
             continue
         if s["slowdown"] == "":
             unlabelled += 1
-        elif s["solo"] == "0":
+            continue
+        labelled += 1
+        if s["solo"] == "0":
             colocated[s["kind"]].append(float(s["slowdown"]))
         if s.get("solo_spread"):
             spread[s["kind"]][(s["experiment"], s["workload"])] = float(s["solo_spread"])
@@ -1007,7 +1010,7 @@ def data_summary(data_dir, hosts):
     samples = sum(len(h.ticks) * len(h.workloads) for h in hosts)
     rows.append("")
     rows.append(f"{len(hosts)} experiments, {samples} samples, "
-                f"{sum(1 for s in segments if s['active'] == '1' and s['slowdown'] != '')} labelled workload-segments "
+                f"{labelled} labelled workload-segments "
                 f"({unlabelled} active ones unlabelled: no throughput measured). Solo spread: (largest − smallest) / "
                 f"mean of one workload's solo throughputs in one experiment.")
     return "\n".join(rows)

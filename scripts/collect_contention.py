@@ -59,7 +59,38 @@ STRESSORS = {
 }
 KINDS = list(STRESSORS) + ["redis"]
 CPU_LIMITS = [None, 1.0, 0.5]  # cores; None = no quota
-MEMORY_LIMITS = [None, 512 << 20, 256 << 20]  # bytes; every stressor's footprint fits in 256 MiB
+MEMORY_LIMITS = [None, 512 << 20, 256 << 20]  # bytes; every stressor's footprint but cache's fits in 256 MiB
+# Room a memory limit must leave above `cache`'s buffer (the stressor's own code, stacks, page
+# tables) for the stressor to run rather than to swap or be killed.
+CACHE_LIMIT_MARGIN = 64 << 20
+
+
+def l3_cache_bytes():
+    """The last-level (L3) cache size the cpu reports in sysfs, which stress-ng's `cache`
+    stressor sizes its buffer from; None where no L3 is reported."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    for entry in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        level = read_text(os.path.join(base, entry, "level"))
+        size = read_text(os.path.join(base, entry, "size"))
+        if level is None or size is None or level.strip() != "3":
+            continue
+        size = size.strip()
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        try:
+            return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+        except ValueError:
+            return None
+    return None
+
+
+def memory_limits_for(kind, l3_bytes):
+    """The memory limits a workload of this kind may be drawn with. `cache` thrashes a buffer the
+    size of the reported L3, which on a virtual machine can be hundreds of MiB (260–480 MiB on the
+    Xeons this was collected on): under a smaller limit it measured nothing (41 of its 96 active
+    segments in one collection), so it is only drawn with limits its buffer fits in."""
+    if kind != "cache" or l3_bytes is None:
+        return MEMORY_LIMITS
+    return [m for m in MEMORY_LIMITS if m is None or m >= l3_bytes + CACHE_LIMIT_MARGIN]
 
 SAMPLE_FIELDS = [
     "experiment", "t", "at_unix_ms", "interval_ms", "workload", "kind", "active", "segment",
@@ -492,13 +523,13 @@ class Workload:
         self.cg.remove()
 
 
-def plan_experiment(rng, args):
+def plan_experiment(rng, args, l3_bytes):
     n = rng.choice([2, 3, 3, 4])
     kinds = rng.sample(KINDS, n)
     workloads = []
     for i, kind in enumerate(kinds):
         workloads.append({"name": f"w{i}-{kind}", "kind": kind, "cpu_limit": rng.choice(CPU_LIMITS),
-                          "memory_limit": rng.choice(MEMORY_LIMITS)})
+                          "memory_limit": rng.choice(memory_limits_for(kind, l3_bytes))})
     names = [w["name"] for w in workloads]
     segments = [[name] for name in names] * args.solo_segments
     for _ in range(args.colocated_segments):
@@ -544,8 +575,8 @@ class Sampler(threading.Thread):
             tick += 1
 
 
-def run_experiment(exp_id, rng, args, tmpdir):
-    plan, segments = plan_experiment(rng, args)
+def run_experiment(exp_id, rng, args, tmpdir, l3_bytes):
+    plan, segments = plan_experiment(rng, args, l3_bytes)
     workloads = []
     try:
         for i, p in enumerate(plan):
@@ -668,9 +699,11 @@ def main():
     params_path = os.path.join(args.out, "collection.json")
     params = json.load(open(params_path)) if os.path.exists(params_path) and args.first_experiment else {
         "runs": [], "experiments": []}
+    l3_bytes = l3_cache_bytes()
     run_info = {"args": vars(args), "started_unix": int(time.time()), "host_cpus": os.cpu_count(),
                 "kernel": os.uname().release, "stressors": STRESSORS, "cpu_limits_cores": CPU_LIMITS,
-                "memory_limits_bytes": MEMORY_LIMITS,
+                "memory_limits_bytes": MEMORY_LIMITS, "l3_cache_bytes": l3_bytes,
+                "cache_memory_limits_bytes": memory_limits_for("cache", l3_bytes),
                 "stress_ng": subprocess.run(["stress-ng", "--version"], capture_output=True, text=True).stdout.strip(),
                 "redis_benchmark": subprocess.run(["redis-benchmark", "--version"], capture_output=True,
                                                   text=True).stdout.strip()}
@@ -680,7 +713,7 @@ def main():
     try:
         for e in range(args.first_experiment, args.first_experiment + args.experiments):
             started = time.time()
-            plan, samples, segs = run_experiment(e, rng, args, tmpdir)
+            plan, samples, segs = run_experiment(e, rng, args, tmpdir, l3_bytes)
             append_csv(os.path.join(args.out, "samples.csv.gz"), SAMPLE_FIELDS, samples)
             append_csv(os.path.join(args.out, "segments.csv.gz"), SEGMENT_FIELDS, segs)
             params["experiments"].append({"experiment": e, "workloads": plan, "seconds": round(time.time() - started, 1)})

@@ -756,14 +756,15 @@ fn lu_solve_transposed(m: usize, lu: &[f64], perm: &[usize], c: &[f64], y: &mut 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::clearing::problem::Problem;
 
-    /// A tiny seeded generator, so the random instances are the same on every run.
-    struct Rng(u64);
+    /// A tiny seeded generator, so the random instances are the same on every run (the node
+    /// LP's tests use it too).
+    pub(crate) struct Rng(pub u64);
     impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
+        pub(crate) fn below(&mut self, n: u64) -> u64 {
             self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (self.0 >> 33) % n
         }

@@ -5,8 +5,9 @@
 //!
 //! - [`problem`]: the generic shape (XOR groups of items over capacitated rows);
 //! - `compiled`, [`bounds`], [`solver`]: pre-processing, Lagrangian bounds, and the anytime
-//!   branch-and-bound that solves it exactly; for problems with few rows (a host's round) the
-//!   solver hands over to `knapsack`, a branch-and-bound on the exact LP relaxation of `lp`;
+//!   branch-and-bound that solves it exactly, taking its multipliers near the root from the LP
+//!   that `node_lp` re-solves per node; for problems with few rows (a host's round) the solver
+//!   hands over to `knapsack`, a branch-and-bound on the exact LP relaxation of `lp`;
 //! - [`vcg`]: Clarke-pivot payments on top of the solver;
 //! - [`auction`], [`round`]: hosts, guarantees, balances and quotas, translated onto the generic
 //!   shape and cleared in parallel — the entry point for the arbiter's round loop is
@@ -20,6 +21,7 @@ mod compiled;
 pub mod json;
 mod knapsack;
 mod lp;
+mod node_lp;
 pub mod problem;
 pub mod round;
 pub mod solver;

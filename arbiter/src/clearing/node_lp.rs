@@ -1,0 +1,791 @@
+//! The LP relaxation that the search re-solves at the nodes near the root of a problem with many
+//! rows.
+//!
+//! Why: the Lagrangian search ([`super::solver`]) prices the rows with multipliers, and
+//! subgradient steps alone stall well above the LP bound on large set-packing instances (CATS
+//! `matching` and `paths`, whose LP bounds are within 0.03 % and 0.6 % of the optimum, took
+//! 7–51 s of search). The LP's row duals *are* the best multipliers (the group sub-problem the
+//! Lagrangian keeps has integral vertices), so solving the LP exactly at a node gives the search
+//! the LP bound there, and the LP's point tells it where to branch and how to round.
+//!
+//! The method: the rows of the problem plus one convexity row per group of several items; items
+//! are columns bounded by 0 and 1 (a branch fixes one at 0 or at 1), row slacks are bounded
+//! below by 0. The root is solved by a bounded primal simplex from the all-slack basis, which is
+//! feasible; every later node changes some items' bounds and is re-solved by the dual simplex
+//! from the basis the last node ended with, which stays dual feasible, so a node costs a few
+//! pivots. The basis inverse is kept explicitly (column-major, updated by one elimination per
+//! pivot, skipping the columns the pivot row does not touch) because the rows number in the
+//! hundreds and the columns are sparse; it is recomputed from scratch now and then to stop
+//! rounding errors from accumulating. Set packing is massively degenerate (every right-hand
+//! side is 1), so the right-hand sides are perturbed by a few parts in 10⁷ to keep Dantzig's
+//! rule from stalling.
+//!
+//! Nothing here has to be exact for the search to stay correct: the duals only become
+//! multipliers, and the Lagrangian bound is an upper bound for *any* multipliers `λ ≥ 0`. A
+//! drifting inverse or an iteration limit can only make a bound weaker, never wrong.
+
+use std::time::Instant;
+
+use super::compiled::Compiled;
+
+/// Smallest pivot element the ratio tests accept.
+const PIVOT_TOL: f64 = 1e-9;
+/// How far a basic value may stray outside its bounds and still count as within them.
+const PRIMAL_TOL: f64 = 1e-9;
+/// Relative size of the right-hand sides' perturbation.
+const PERTURBATION: f64 = 1e-7;
+/// Pivots between recomputing the duals and the basic values from the inverse, which bounds the
+/// drift of their incremental updates.
+const REFRESH_EVERY: u64 = 64;
+/// Pivots between recomputing the inverse itself from the basic columns.
+const REINVERT_EVERY: u64 = 2048;
+/// No column.
+const NONE: u32 = u32::MAX;
+
+/// How a solve ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LpStatus {
+    Optimal,
+    /// No point satisfies the bounds: the node holds no selection at all.
+    Infeasible,
+    /// The deadline or the iteration limit; the duals are whatever was reached.
+    Stopped,
+}
+
+/// Where a branch puts an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ItemBound {
+    /// Between 0 and 1.
+    Free,
+    /// Fixed at 0 (excluded, or no longer fitting).
+    Zero,
+    /// Fixed at 1 (taken).
+    One,
+}
+
+pub(crate) struct NodeLp {
+    /// Rows: the problem's capacity rows, then one convexity row per group of several items.
+    m: usize,
+    /// The problem's capacity rows (the first of the `m`).
+    capacity_rows: usize,
+    /// Structural columns (the open groups' items), sparse: entries `start[j]..start[j + 1]`.
+    n: usize,
+    start: Vec<u32>,
+    row: Vec<u32>,
+    coef: Vec<f64>,
+    cost: Vec<f64>,
+    /// The compiled item of each column, and the column of each compiled item (or [`NONE`]).
+    item: Vec<u32>,
+    column_of: Vec<u32>,
+    /// Bounds of the columns, each 0 or 1.
+    lower: Vec<f64>,
+    upper: Vec<f64>,
+    /// Right-hand sides, perturbed.
+    rhs: Vec<f64>,
+    /// Basis inverse, column-major: `binv[c * m + i]` is row `i`, column `c`.
+    binv: Vec<f64>,
+    /// Variable at each basis position: columns `0..n`, row slacks `n..n + m`.
+    basis: Vec<u32>,
+    /// Basis position of each variable, or [`NONE`] when nonbasic.
+    position: Vec<u32>,
+    /// Nonbasic columns resting at their upper bound (the others rest at their lower bound).
+    at_upper: Vec<bool>,
+    /// Values of the basic variables, by position.
+    xb: Vec<f64>,
+    /// Row duals.
+    y: Vec<f64>,
+    dual_tol: f64,
+    /// Pivots over the lifetime of this LP (for the refresh schedule and diagnostics).
+    pub pivots: u64,
+    alpha: Vec<f64>,
+    rho: Vec<f64>,
+}
+
+impl NodeLp {
+    /// The LP of the items in open groups (`group_open`) over the rows' residual capacity
+    /// `residual`, every item free, at the all-slack basis.
+    pub fn new(c: &Compiled, residual: &[u64], group_open: &[bool]) -> Self {
+        let rows = c.rows();
+        let mut group_row = vec![NONE; c.groups()];
+        let mut m = rows;
+        for (g, row) in group_row.iter_mut().enumerate() {
+            if group_open[g] && c.group_start[g + 1] - c.group_start[g] > 1 {
+                *row = m as u32;
+                m += 1;
+            }
+        }
+        let (mut start, mut row, mut coef, mut cost, mut item) =
+            (vec![0u32], Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut column_of = vec![NONE; c.items()];
+        for i in 0..c.items() {
+            let g = c.item_group[i] as usize;
+            if !group_open[g] {
+                continue;
+            }
+            for e in c.consumption(i as u32) {
+                row.push(c.cons_row[e]);
+                coef.push(c.cons_fraction[e]);
+            }
+            if group_row[g] != NONE {
+                row.push(group_row[g]);
+                coef.push(1.0);
+            }
+            start.push(row.len() as u32);
+            column_of[i] = cost.len() as u32;
+            cost.push(c.value[i]);
+            item.push(i as u32);
+        }
+        let n = cost.len();
+        // A fixed pseudo-random perturbation (the search must be deterministic).
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let rhs: Vec<f64> = (0..m)
+            .map(|r| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let base = if r < rows { residual[r] as f64 * c.inv_capacity[r] } else { 1.0 };
+                base + PERTURBATION * (1.0 + (state >> 11) as f64 / (1u64 << 53) as f64)
+            })
+            .collect();
+        let mut binv = vec![0.0; m * m];
+        for r in 0..m {
+            binv[r * m + r] = 1.0;
+        }
+        let max_value = cost.iter().fold(0.0f64, |a, &v| a.max(v.abs()));
+        NodeLp {
+            m,
+            capacity_rows: rows,
+            n,
+            start,
+            row,
+            coef,
+            cost,
+            item,
+            column_of,
+            lower: vec![0.0; n],
+            upper: vec![1.0; n],
+            xb: rhs.clone(),
+            rhs,
+            binv,
+            basis: (n..n + m).map(|v| v as u32).collect(),
+            position: (0..n + m).map(|v| if v >= n { (v - n) as u32 } else { NONE }).collect(),
+            at_upper: vec![false; n],
+            y: vec![0.0; m],
+            dual_tol: 1e-9 * max_value.max(1e-300),
+            pivots: 0,
+            alpha: vec![0.0; m],
+            rho: vec![0.0; m],
+        }
+    }
+
+    /// The duals of the capacity rows, at least 0: the Lagrangian's multipliers.
+    pub fn row_duals(&self, lambda: &mut [f64]) {
+        for (l, &y) in lambda.iter_mut().zip(&self.y[..self.capacity_rows]) {
+            *l = y.max(0.0);
+        }
+    }
+
+    /// The LP value of compiled item `i` at the current basis (0 for an item of a closed group).
+    pub fn item_value(&self, i: u32) -> f64 {
+        match self.column_of[i as usize] {
+            NONE => 0.0,
+            j => self.x(j as usize),
+        }
+    }
+
+    /// The items the LP uses, most used first (of equal use, the more valuable first): an order
+    /// in which greedily packing them rounds the LP's point to a selection.
+    pub fn rounding_order(&self, order: &mut Vec<u32>) {
+        let mut used: Vec<(f64, u32)> = (0..self.n)
+            .filter_map(|j| {
+                let x = self.x(j);
+                (x > 1e-6).then_some((x, j as u32))
+            })
+            .collect();
+        used.sort_by(|a, b| b.0.total_cmp(&a.0).then(self.cost[b.1 as usize].total_cmp(&self.cost[a.1 as usize])));
+        order.clear();
+        order.extend(used.into_iter().map(|(_, j)| self.item[j as usize]));
+    }
+
+    /// Puts compiled item `i` between the bounds `bound` says. A nonbasic column moves to the
+    /// bound that keeps the basis dual feasible, and the basic values follow it; a basic column
+    /// may end up outside its new bounds, which [`Self::dual`] then repairs.
+    pub fn set_bound(&mut self, i: u32, bound: ItemBound) {
+        let j = match self.column_of[i as usize] {
+            NONE => return,
+            j => j as usize,
+        };
+        let (lo, hi) = match bound {
+            ItemBound::Free => (0.0, 1.0),
+            ItemBound::Zero => (0.0, 0.0),
+            ItemBound::One => (1.0, 1.0),
+        };
+        if self.lower[j] == lo && self.upper[j] == hi {
+            return;
+        }
+        let before = self.x(j);
+        self.lower[j] = lo;
+        self.upper[j] = hi;
+        if self.position[j] != NONE {
+            return;
+        }
+        self.at_upper[j] = lo < hi && self.reduced_cost(j) > 0.0;
+        let delta = self.x(j) - before;
+        if delta != 0.0 {
+            self.ftran(j);
+            for (x, &a) in self.xb.iter_mut().zip(&self.alpha) {
+                *x -= a * delta;
+            }
+        }
+    }
+
+    fn column(&self, j: usize) -> impl Iterator<Item = (usize, f64)> + '_ {
+        let range = self.start[j] as usize..self.start[j + 1] as usize;
+        self.row[range.clone()].iter().map(|&r| r as usize).zip(self.coef[range].iter().copied())
+    }
+
+    fn reduced_cost(&self, v: usize) -> f64 {
+        if v < self.n {
+            self.cost[v] - self.column(v).map(|(r, a)| self.y[r] * a).sum::<f64>()
+        } else {
+            -self.y[v - self.n]
+        }
+    }
+
+    /// The value of variable `v` (a column or a row slack) at the current basis.
+    fn x(&self, v: usize) -> f64 {
+        if self.position[v] != NONE {
+            self.xb[self.position[v] as usize]
+        } else if v >= self.n {
+            0.0
+        } else if self.at_upper[v] {
+            self.upper[v]
+        } else {
+            self.lower[v]
+        }
+    }
+
+    fn lower_of(&self, v: usize) -> f64 {
+        if v < self.n {
+            self.lower[v]
+        } else {
+            0.0
+        }
+    }
+
+    fn upper_of(&self, v: usize) -> f64 {
+        if v < self.n {
+            self.upper[v]
+        } else {
+            f64::INFINITY
+        }
+    }
+
+    /// `alpha = B⁻¹ · column(v)`.
+    fn ftran(&mut self, v: usize) {
+        let m = self.m;
+        let mut alpha = std::mem::take(&mut self.alpha);
+        if v < self.n {
+            alpha.fill(0.0);
+            for (r, a) in self.column(v) {
+                for (x, &b) in alpha.iter_mut().zip(&self.binv[r * m..(r + 1) * m]) {
+                    *x += a * b;
+                }
+            }
+        } else {
+            let k = v - self.n;
+            alpha.copy_from_slice(&self.binv[k * m..(k + 1) * m]);
+        }
+        self.alpha = alpha;
+    }
+
+    /// Recomputes the duals `y = c_B B⁻¹` and the basic values `B⁻¹ (b − Σ_nonbasic a_j x_j)`.
+    fn refresh(&mut self) {
+        let m = self.m;
+        let mut b = self.rhs.clone();
+        for j in 0..self.n {
+            if self.position[j] == NONE {
+                let x = self.x(j);
+                if x != 0.0 {
+                    let range = self.start[j] as usize..self.start[j + 1] as usize;
+                    for (&r, &a) in self.row[range.clone()].iter().zip(&self.coef[range]) {
+                        b[r as usize] -= a * x;
+                    }
+                }
+            }
+        }
+        for c in 0..m {
+            let column = &self.binv[c * m..(c + 1) * m];
+            self.y[c] = column
+                .iter()
+                .zip(&self.basis)
+                .map(|(&x, &v)| if (v as usize) < self.n { x * self.cost[v as usize] } else { 0.0 })
+                .sum();
+        }
+        self.xb.fill(0.0);
+        for (c, &bc) in b.iter().enumerate() {
+            if bc != 0.0 {
+                for (x, &e) in self.xb.iter_mut().zip(&self.binv[c * m..(c + 1) * m]) {
+                    *x += e * bc;
+                }
+            }
+        }
+    }
+
+    /// Recomputes the inverse from the basic columns (Gauss–Jordan with partial pivoting), then
+    /// the duals and values. Keeps the old inverse if the basis looks singular.
+    fn reinvert(&mut self) {
+        let m = self.m;
+        // Row-major copy of B, and the identity beside it.
+        let mut a = vec![0.0; m * m];
+        for (p, &v) in self.basis.iter().enumerate() {
+            let v = v as usize;
+            if v < self.n {
+                let range = self.start[v] as usize..self.start[v + 1] as usize;
+                for (&r, &coef) in self.row[range.clone()].iter().zip(&self.coef[range]) {
+                    a[r as usize * m + p] = coef;
+                }
+            } else {
+                a[(v - self.n) * m + p] = 1.0;
+            }
+        }
+        let mut inv = vec![0.0; m * m];
+        for r in 0..m {
+            inv[r * m + r] = 1.0;
+        }
+        for col in 0..m {
+            let pivot_row = (col..m).max_by(|&x, &y| a[x * m + col].abs().total_cmp(&a[y * m + col].abs())).unwrap();
+            let pivot = a[pivot_row * m + col];
+            if pivot.abs() < 1e-12 {
+                return;
+            }
+            if pivot_row != col {
+                for k in 0..m {
+                    a.swap(pivot_row * m + k, col * m + k);
+                    inv.swap(pivot_row * m + k, col * m + k);
+                }
+            }
+            let scale = 1.0 / pivot;
+            for k in 0..m {
+                a[col * m + k] *= scale;
+                inv[col * m + k] *= scale;
+            }
+            for r in 0..m {
+                let f = a[r * m + col];
+                if r != col && f != 0.0 {
+                    for k in 0..m {
+                        a[r * m + k] -= f * a[col * m + k];
+                        inv[r * m + k] -= f * inv[col * m + k];
+                    }
+                }
+            }
+        }
+        // `inv` is row-major B⁻¹ (row i = basis position i); store it column-major.
+        for i in 0..m {
+            for c in 0..m {
+                self.binv[c * m + i] = inv[i * m + c];
+            }
+        }
+        self.refresh();
+    }
+
+    /// Bookkeeping every pivot shares: the refresh schedule.
+    fn after_pivot(&mut self) {
+        self.pivots += 1;
+        if self.pivots % REINVERT_EVERY == 0 {
+            self.reinvert();
+        } else if self.pivots % REFRESH_EVERY == 0 {
+            self.refresh();
+        }
+    }
+
+    /// Replaces the basic variable at position `p` by `q` (whose column is in `alpha`), updating
+    /// the inverse and the duals (`d` is `q`'s reduced cost). Basic values are the caller's.
+    fn pivot(&mut self, p: usize, q: usize, d: f64) {
+        let m = self.m;
+        let alpha_p = self.alpha[p];
+        let ratio = d / alpha_p;
+        for c in 0..m {
+            let t = self.binv[c * m + p];
+            if t == 0.0 {
+                continue;
+            }
+            self.y[c] += ratio * t;
+            let t = t / alpha_p;
+            let column = &mut self.binv[c * m..(c + 1) * m];
+            for (x, &a) in column.iter_mut().zip(&self.alpha) {
+                *x -= a * t;
+            }
+            column[p] = t;
+        }
+        let left = self.basis[p] as usize;
+        self.position[left] = NONE;
+        self.position[q] = p as u32;
+        self.basis[p] = q as u32;
+    }
+
+    /// Primal simplex (Dantzig's rule) from the current basis, which must be primal feasible (the
+    /// all-slack basis of a fresh LP is).
+    pub fn primal(&mut self, deadline: Option<Instant>) -> LpStatus {
+        let m = self.m;
+        let limit = self.pivots + 20 * (self.n + m) as u64 + 1000;
+        while self.pivots < limit {
+            if self.pivots % REFRESH_EVERY == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+                return LpStatus::Stopped;
+            }
+            // Entering: the nonbasic variable whose move off its bound gains the most per unit,
+            // and the direction of the move (+1 up from the lower bound, −1 down from the upper).
+            let mut entering: Option<(usize, f64, f64)> = None;
+            let mut best_gain = self.dual_tol;
+            for j in 0..self.n {
+                if self.position[j] != NONE || self.lower[j] == self.upper[j] {
+                    continue;
+                }
+                let d = self.reduced_cost(j);
+                let gain = if self.at_upper[j] { -d } else { d };
+                if gain > best_gain {
+                    best_gain = gain;
+                    entering = Some((j, d, if self.at_upper[j] { -1.0 } else { 1.0 }));
+                }
+            }
+            for k in 0..m {
+                let v = self.n + k;
+                if self.position[v] == NONE && -self.y[k] > best_gain {
+                    best_gain = -self.y[k];
+                    entering = Some((v, -self.y[k], 1.0));
+                }
+            }
+            let Some((q, d, dir)) = entering else {
+                return LpStatus::Optimal;
+            };
+            self.ftran(q);
+            // Ratio test: basic values move by −dir·θ·alpha, each stopping at a bound. Of equal
+            // steps, the largest pivot element (the most stable) wins.
+            let mut step = self.upper_of(q) - self.lower_of(q);
+            let mut leaving: Option<usize> = None;
+            let mut pivot = 0.0f64;
+            for i in 0..m {
+                let a = dir * self.alpha[i];
+                let v = self.basis[i] as usize;
+                let t = if a > PIVOT_TOL {
+                    (self.xb[i] - self.lower_of(v)).max(0.0) / a
+                } else if a < -PIVOT_TOL {
+                    let u = self.upper_of(v);
+                    if u.is_infinite() {
+                        continue;
+                    }
+                    (u - self.xb[i]).max(0.0) / -a
+                } else {
+                    continue;
+                };
+                if t < step - 1e-12 || (t <= step + 1e-12 && leaving.is_some() && a.abs() > pivot) {
+                    step = t;
+                    leaving = Some(i);
+                    pivot = a.abs();
+                }
+            }
+            if step.is_infinite() {
+                return LpStatus::Stopped; // unbounded cannot happen with bounded items
+            }
+            for (x, &a) in self.xb.iter_mut().zip(&self.alpha) {
+                *x -= dir * step * a;
+            }
+            let Some(p) = leaving else {
+                // The entering column reaches its other bound first: a bound flip.
+                self.at_upper[q] = !self.at_upper[q];
+                continue;
+            };
+            let left = self.basis[p] as usize;
+            if left < self.n {
+                self.at_upper[left] = dir * self.alpha[p] < 0.0;
+            }
+            let entering_value = if dir > 0.0 { self.lower_of(q) + step } else { self.upper_of(q) - step };
+            self.pivot(p, q, d);
+            self.xb[p] = entering_value;
+            self.after_pivot();
+        }
+        LpStatus::Stopped
+    }
+
+    /// Dual simplex from the current basis, which must be dual feasible (every basis the
+    /// primal or dual simplex ended with is, whatever bounds [`Self::set_bound`] changed since).
+    /// At most `max_pivots` pivots.
+    pub fn dual(&mut self, max_pivots: u64) -> LpStatus {
+        let m = self.m;
+        let limit = self.pivots + max_pivots;
+        loop {
+            // Leaving: the basic variable furthest outside its bounds.
+            let mut leaving: Option<(usize, f64)> = None;
+            let mut worst = PRIMAL_TOL;
+            for i in 0..m {
+                let v = self.basis[i] as usize;
+                let (lo, hi) = (self.lower_of(v), self.upper_of(v));
+                let x = self.xb[i];
+                if lo - x > worst {
+                    worst = lo - x;
+                    leaving = Some((i, lo));
+                } else if x - hi > worst {
+                    worst = x - hi;
+                    leaving = Some((i, hi));
+                }
+            }
+            let Some((p, target)) = leaving else {
+                return LpStatus::Optimal;
+            };
+            if self.pivots >= limit {
+                return LpStatus::Stopped;
+            }
+            // The pivot row: row p of B⁻¹, then its product with every nonbasic column.
+            for c in 0..m {
+                self.rho[c] = self.binv[c * m + p];
+            }
+            let increase = self.xb[p] < target;
+            // Entering: of the nonbasic variables whose move takes x_p towards its bound, the
+            // one whose reduced cost reaches zero first (keeping every other dual feasible).
+            let mut entering: Option<(usize, f64)> = None;
+            let mut best_ratio = f64::INFINITY;
+            let mut best_pivot = 0.0f64;
+            let mut consider = |v: usize, alpha_p: f64, d: f64, at_upper: bool| {
+                // x_p moves by −alpha_p per unit of v; v moves up from its lower bound or down
+                // from its upper bound.
+                let helps = if at_upper { alpha_p > PIVOT_TOL } else { alpha_p < -PIVOT_TOL } == increase;
+                if !helps {
+                    return;
+                }
+                let ratio = d.abs() / alpha_p.abs();
+                if ratio < best_ratio - 1e-12 || (ratio <= best_ratio + 1e-12 && alpha_p.abs() > best_pivot) {
+                    best_ratio = ratio;
+                    best_pivot = alpha_p.abs();
+                    entering = Some((v, d));
+                }
+            };
+            for j in 0..self.n {
+                if self.position[j] != NONE || self.lower[j] == self.upper[j] {
+                    continue;
+                }
+                let range = self.start[j] as usize..self.start[j + 1] as usize;
+                let mut alpha_p = 0.0;
+                let mut dot_y = 0.0;
+                for (&r, &a) in self.row[range.clone()].iter().zip(&self.coef[range]) {
+                    alpha_p += self.rho[r as usize] * a;
+                    dot_y += self.y[r as usize] * a;
+                }
+                if alpha_p.abs() > PIVOT_TOL {
+                    consider(j, alpha_p, self.cost[j] - dot_y, self.at_upper[j]);
+                }
+            }
+            for k in 0..m {
+                let v = self.n + k;
+                if self.position[v] == NONE && self.rho[k].abs() > PIVOT_TOL {
+                    consider(v, self.rho[k], -self.y[k], false);
+                }
+            }
+            let Some((q, d)) = entering else {
+                return LpStatus::Infeasible;
+            };
+            self.ftran(q);
+            let delta = (self.xb[p] - target) / self.alpha[p];
+            let entering_value = self.x(q) + delta;
+            for (x, &a) in self.xb.iter_mut().zip(&self.alpha) {
+                *x -= a * delta;
+            }
+            let left = self.basis[p] as usize;
+            if left < self.n {
+                self.at_upper[left] = target == self.upper[left] && self.upper[left] > self.lower[left];
+            }
+            self.pivot(p, q, d);
+            self.xb[p] = entering_value;
+            self.after_pivot();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clearing::lp::tests::Rng;
+    use crate::clearing::problem::Problem;
+
+    /// The Lagrangian bound at `lambda` with items held by `bounds` (rows priced, groups kept):
+    /// an upper bound on the LP with those bounds for any `lambda ≥ 0`.
+    fn lagrangian_at(c: &Compiled, lambda: &[f64], bounds: &[ItemBound]) -> f64 {
+        let mut total: f64 = lambda.iter().sum();
+        for g in 0..c.groups() {
+            let reduced = |i: u32| {
+                let mut rv = c.value[i as usize];
+                for e in c.consumption(i) {
+                    rv -= lambda[c.cons_row[e] as usize] * c.cons_fraction[e];
+                }
+                rv
+            };
+            let items = c.group_start[g]..c.group_start[g + 1];
+            total += match items.clone().find(|&i| bounds[i as usize] == ItemBound::One) {
+                Some(i) => reduced(i),
+                None => items.filter(|&i| bounds[i as usize] == ItemBound::Free).map(reduced).fold(0.0, f64::max),
+            };
+        }
+        total
+    }
+
+    /// Checks the LP's current answer by duality: its point must lie within the items' bounds
+    /// and the unperturbed rows, and the Lagrangian bound at its duals must meet that point's
+    /// value (which proves both optimal). Returns the value.
+    fn certify(c: &Compiled, lp: &NodeLp, bounds: &[ItemBound]) -> f64 {
+        let mut used = vec![0.0; lp.m];
+        let mut value = 0.0;
+        for j in 0..lp.n {
+            let x = lp.x(j);
+            let (lo, hi) = match bounds[lp.item[j] as usize] {
+                ItemBound::Free => (0.0, 1.0),
+                ItemBound::Zero => (0.0, 0.0),
+                ItemBound::One => (1.0, 1.0),
+            };
+            assert!(x >= lo - 1e-7 && x <= hi + 1e-7, "column {j} at {x}, bounds {lo}..{hi}");
+            for (r, a) in lp.column(j) {
+                used[r] += a * x;
+            }
+            value += lp.cost[j] * x;
+        }
+        for (r, &u) in used.iter().enumerate() {
+            assert!(u <= 1.0 + 1e-5, "row {r} holds {u}");
+        }
+        let mut lambda = vec![0.0; c.rows()];
+        lp.row_duals(&mut lambda);
+        let bound = lagrangian_at(c, &lambda, bounds);
+        let scale = value.abs().max(1.0);
+        // The point may use the perturbation's room in the rows (parts in 10⁷ each), which is
+        // worth that much more than any point of the unperturbed rows.
+        assert!(bound >= value - 1e-5 * scale, "bound {bound} below the feasible point's {value}");
+        assert!(bound - value <= 1e-5 * scale, "bound {bound} not met by the LP point {value}");
+        value
+    }
+
+    fn root(p: &Problem) -> (Compiled, Vec<ItemBound>) {
+        let c = Compiled::new(p);
+        let bounds = vec![ItemBound::Free; c.items()];
+        (c, bounds)
+    }
+
+    /// Seeded CATS-like instances: bidders with one to four XOR bids on one to five goods.
+    fn set_packing(rng: &mut Rng) -> Problem {
+        let goods = 8 + rng.below(40) as usize;
+        let mut p = Problem::new(vec![1; goods]);
+        for _ in 0..10 + rng.below(80) {
+            let g = p.add_group();
+            for _ in 0..1 + rng.below(4) {
+                let mut bundle: Vec<usize> = (0..1 + rng.below(5)).map(|_| rng.below(goods as u64) as usize).collect();
+                bundle.sort_unstable();
+                bundle.dedup();
+                let value = 1.0 + rng.below(1000) as f64 / 10.0;
+                p.add_item(g, value, bundle.into_iter().map(|good| (good, 1))).unwrap();
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn a_fractional_triangle_is_bounded_by_its_lp_value() {
+        // Three bids on goods {0,1}, {1,2}, {0,2}, worth 2 each: any two conflict, so the integer
+        // optimum is 2, and the LP takes each at one half for 3.
+        let mut p = Problem::new(vec![1, 1, 1]);
+        for (a, b) in [(0, 1), (1, 2), (0, 2)] {
+            let g = p.add_group();
+            p.add_item(g, 2.0, [(a, 1), (b, 1)]).unwrap();
+        }
+        let (c, bounds) = root(&p);
+        let mut lp = NodeLp::new(&c, &c.capacity, &vec![true; c.groups()]);
+        assert_eq!(lp.primal(None), LpStatus::Optimal);
+        assert!((certify(&c, &lp, &bounds) - 3.0).abs() < 1e-5);
+        // Taking one bid leaves the other two out: the LP is then integral at 2.
+        let mut bounds = bounds;
+        bounds[0] = ItemBound::One;
+        lp.set_bound(0, ItemBound::One);
+        assert_eq!(lp.dual(1000), LpStatus::Optimal);
+        assert!((certify(&c, &lp, &bounds) - 2.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn random_set_packing_lps_are_solved_at_the_root_and_after_branching() {
+        let mut rng = Rng(12345);
+        for _ in 0..40 {
+            let p = set_packing(&mut rng);
+            let (c, mut bounds) = root(&p);
+            let mut lp = NodeLp::new(&c, &c.capacity, &vec![true; c.groups()]);
+            assert_eq!(lp.primal(None), LpStatus::Optimal);
+            let root_value = certify(&c, &lp, &bounds);
+            // Branch as a search does: fix items of a feasible selection at 1 and others at 0,
+            // re-solve, and free them again, several times over on the same LP.
+            for _ in 0..6 {
+                let mut order: Vec<u32> = (0..c.items() as u32).collect();
+                for k in (1..order.len()).rev() {
+                    order.swap(k, rng.below(k as u64 + 1) as usize);
+                }
+                let mut left = c.capacity.clone();
+                let mut taken_groups = vec![false; c.groups()];
+                for &i in &order {
+                    let g = c.item_group[i as usize] as usize;
+                    let fits = c.fits(i, &left) && !taken_groups[g];
+                    bounds[i as usize] = match rng.below(4) {
+                        0 if fits => {
+                            for e in c.consumption(i) {
+                                left[c.cons_row[e] as usize] -= c.cons_amount[e];
+                            }
+                            taken_groups[g] = true;
+                            ItemBound::One
+                        }
+                        1 => ItemBound::Zero,
+                        _ => ItemBound::Free,
+                    };
+                }
+                for (i, &b) in bounds.iter().enumerate() {
+                    lp.set_bound(i as u32, b);
+                }
+                assert_eq!(lp.dual(100_000), LpStatus::Optimal);
+                assert!(certify(&c, &lp, &bounds) <= root_value + 1e-6 * root_value);
+            }
+            bounds.fill(ItemBound::Free);
+            for i in 0..c.items() as u32 {
+                lp.set_bound(i, ItemBound::Free);
+            }
+            assert_eq!(lp.dual(100_000), LpStatus::Optimal);
+            assert!((certify(&c, &lp, &bounds) - root_value).abs() <= 1e-6 * root_value);
+        }
+    }
+
+    #[test]
+    fn conflicting_items_fixed_at_one_make_the_node_infeasible() {
+        let mut p = Problem::new(vec![1, 1]);
+        for _ in 0..2 {
+            let g = p.add_group();
+            p.add_item(g, 1.0, [(0, 1), (1, 1)]).unwrap();
+        }
+        let (c, _) = root(&p);
+        let mut lp = NodeLp::new(&c, &c.capacity, &vec![true; c.groups()]);
+        assert_eq!(lp.primal(None), LpStatus::Optimal);
+        lp.set_bound(0, ItemBound::One);
+        lp.set_bound(1, ItemBound::One);
+        assert_eq!(lp.dual(1000), LpStatus::Infeasible);
+    }
+
+    #[test]
+    fn knapsack_rows_with_fractional_use_are_solved_to_optimality() {
+        // Host-like rows: items use parts of a capacity, and a lone item is held at most 1 only
+        // by its own bound.
+        let mut rng = Rng(777);
+        for _ in 0..20 {
+            let rows = 13 + rng.below(6) as usize;
+            let mut p = Problem::new(vec![1000; rows]);
+            for _ in 0..5 + rng.below(30) {
+                let g = p.add_group();
+                for _ in 0..1 + rng.below(6) {
+                    let use_: Vec<(usize, u64)> = (0..rows).map(|r| (r, rng.below(400))).collect();
+                    p.add_item(g, 1.0 + rng.below(100) as f64, use_).unwrap();
+                }
+            }
+            let (c, bounds) = root(&p);
+            let mut lp = NodeLp::new(&c, &c.capacity, &vec![true; c.groups()]);
+            assert_eq!(lp.primal(None), LpStatus::Optimal);
+            certify(&c, &lp, &bounds);
+        }
+    }
+}

@@ -41,6 +41,11 @@ const REFRESH_EVERY: u64 = 64;
 const REINVERT_EVERY: u64 = 2048;
 /// No column.
 const NONE: u32 = u32::MAX;
+/// The most rows (capacity rows plus groups of several items) an LP is built for: its inverse
+/// is `rows²` numbers, 18 MB here and a pivot up to 2 M multiply-adds. CATS instances of 256
+/// goods have 300–750; a round whose quotas join many hosts can have tens of thousands (4 rows
+/// and 40 groups per host), and the search then prices its rows by subgradient steps alone.
+pub(crate) const MAX_ROWS: usize = 1500;
 
 /// How a solve ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,8 +108,9 @@ pub(crate) struct NodeLp {
 
 impl NodeLp {
     /// The LP of the items in open groups (`group_open`) over the rows' residual capacity
-    /// `residual`, every item free, at the all-slack basis.
-    pub fn new(c: &Compiled, residual: &[u64], group_open: &[bool]) -> Self {
+    /// `residual`, every item free, at the all-slack basis; `None` when it would have more than
+    /// [`MAX_ROWS`] rows.
+    pub fn new(c: &Compiled, residual: &[u64], group_open: &[bool]) -> Option<Self> {
         let rows = c.rows();
         let mut group_row = vec![NONE; c.groups()];
         let mut m = rows;
@@ -113,6 +119,9 @@ impl NodeLp {
                 *row = m as u32;
                 m += 1;
             }
+        }
+        if m > MAX_ROWS {
+            return None;
         }
         let (mut start, mut row, mut coef, mut cost, mut item) =
             (vec![0u32], Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -152,7 +161,7 @@ impl NodeLp {
             binv[r * m + r] = 1.0;
         }
         let max_value = cost.iter().fold(0.0f64, |a, &v| a.max(v.abs()));
-        NodeLp {
+        Some(NodeLp {
             m,
             capacity_rows: rows,
             n,
@@ -175,7 +184,7 @@ impl NodeLp {
             pivots: 0,
             alpha: vec![0.0; m],
             rho: vec![0.0; m],
-        }
+        })
     }
 
     /// The duals of the capacity rows, at least 0: the Lagrangian's multipliers.
@@ -430,7 +439,8 @@ impl NodeLp {
         let m = self.m;
         let limit = self.pivots + 20 * (self.n + m) as u64 + 1000;
         while self.pivots < limit {
-            if self.pivots % REFRESH_EVERY == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+            // A pivot costs microseconds to milliseconds; reading the clock, nanoseconds.
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 return LpStatus::Stopped;
             }
             // Entering: the nonbasic variable whose move off its bound gains the most per unit,
@@ -509,8 +519,8 @@ impl NodeLp {
 
     /// Dual simplex from the current basis, which must be dual feasible (every basis the
     /// primal or dual simplex ended with is, whatever bounds [`Self::set_bound`] changed since).
-    /// At most `max_pivots` pivots.
-    pub fn dual(&mut self, max_pivots: u64) -> LpStatus {
+    /// At most `max_pivots` pivots, and none after `deadline`.
+    pub fn dual(&mut self, max_pivots: u64, deadline: Option<Instant>) -> LpStatus {
         let m = self.m;
         let limit = self.pivots + max_pivots;
         loop {
@@ -532,7 +542,7 @@ impl NodeLp {
             let Some((p, target)) = leaving else {
                 return LpStatus::Optimal;
             };
-            if self.pivots >= limit {
+            if self.pivots >= limit || deadline.is_some_and(|d| Instant::now() >= d) {
                 return LpStatus::Stopped;
             }
             // The pivot row: row p of B⁻¹, then its product with every nonbasic column.
@@ -693,14 +703,14 @@ mod tests {
             p.add_item(g, 2.0, [(a, 1), (b, 1)]).unwrap();
         }
         let (c, bounds) = root(&p);
-        let mut lp = NodeLp::new(&c, &c.capacity, &vec![true; c.groups()]);
+        let mut lp = NodeLp::new(&c, &c.capacity, &vec![true; c.groups()]).unwrap();
         assert_eq!(lp.primal(None), LpStatus::Optimal);
         assert!((certify(&c, &lp, &bounds) - 3.0).abs() < 1e-5);
         // Taking one bid leaves the other two out: the LP is then integral at 2.
         let mut bounds = bounds;
         bounds[0] = ItemBound::One;
         lp.set_bound(0, ItemBound::One);
-        assert_eq!(lp.dual(1000), LpStatus::Optimal);
+        assert_eq!(lp.dual(1000, None), LpStatus::Optimal);
         assert!((certify(&c, &lp, &bounds) - 2.0).abs() < 1e-5);
     }
 
@@ -710,7 +720,7 @@ mod tests {
         for _ in 0..40 {
             let p = set_packing(&mut rng);
             let (c, mut bounds) = root(&p);
-            let mut lp = NodeLp::new(&c, &c.capacity, &vec![true; c.groups()]);
+            let mut lp = NodeLp::new(&c, &c.capacity, &vec![true; c.groups()]).unwrap();
             assert_eq!(lp.primal(None), LpStatus::Optimal);
             let root_value = certify(&c, &lp, &bounds);
             // Branch as a search does: fix items of a feasible selection at 1 and others at 0,
@@ -740,14 +750,14 @@ mod tests {
                 for (i, &b) in bounds.iter().enumerate() {
                     lp.set_bound(i as u32, b);
                 }
-                assert_eq!(lp.dual(100_000), LpStatus::Optimal);
+                assert_eq!(lp.dual(100_000, None), LpStatus::Optimal);
                 assert!(certify(&c, &lp, &bounds) <= root_value + 1e-6 * root_value);
             }
             bounds.fill(ItemBound::Free);
             for i in 0..c.items() as u32 {
                 lp.set_bound(i, ItemBound::Free);
             }
-            assert_eq!(lp.dual(100_000), LpStatus::Optimal);
+            assert_eq!(lp.dual(100_000, None), LpStatus::Optimal);
             assert!((certify(&c, &lp, &bounds) - root_value).abs() <= 1e-6 * root_value);
         }
     }
@@ -760,11 +770,25 @@ mod tests {
             p.add_item(g, 1.0, [(0, 1), (1, 1)]).unwrap();
         }
         let (c, _) = root(&p);
-        let mut lp = NodeLp::new(&c, &c.capacity, &vec![true; c.groups()]);
+        let mut lp = NodeLp::new(&c, &c.capacity, &vec![true; c.groups()]).unwrap();
         assert_eq!(lp.primal(None), LpStatus::Optimal);
         lp.set_bound(0, ItemBound::One);
         lp.set_bound(1, ItemBound::One);
-        assert_eq!(lp.dual(1000), LpStatus::Infeasible);
+        assert_eq!(lp.dual(1000, None), LpStatus::Infeasible);
+    }
+
+    #[test]
+    fn an_lp_too_large_for_its_inverse_is_not_built() {
+        // One capacity row plus a group row for each of MAX_ROWS two-item groups.
+        let mut p = Problem::new(vec![1000]);
+        for _ in 0..MAX_ROWS {
+            let g = p.add_group();
+            p.add_item(g, 2.0, [(0, 10)]).unwrap();
+            p.add_item(g, 1.0, [(0, 1)]).unwrap();
+        }
+        let (c, _) = root(&p);
+        assert_eq!(c.groups(), MAX_ROWS);
+        assert!(NodeLp::new(&c, &c.capacity, &vec![true; c.groups()]).is_none());
     }
 
     #[test]
@@ -783,7 +807,7 @@ mod tests {
                 }
             }
             let (c, bounds) = root(&p);
-            let mut lp = NodeLp::new(&c, &c.capacity, &vec![true; c.groups()]);
+            let mut lp = NodeLp::new(&c, &c.capacity, &vec![true; c.groups()]).unwrap();
             assert_eq!(lp.primal(None), LpStatus::Optimal);
             certify(&c, &lp, &bounds);
         }

@@ -136,15 +136,17 @@ pub(crate) fn lagrangian_search(
         (0..c.items() as u32).filter(|&i| search.group_open[c.item_group[i as usize] as usize]).collect();
     search.live[0] = root_live;
     // The LP at the root (see `node_lp`): its rounding is the first incumbent, and from here
-    // on every node re-solves it for its multipliers. Without an optimal root (out of time)
-    // the search prices the rows by subgradient steps alone.
-    let mut lp = NodeLp::new(c, &search.residual, &search.group_open);
-    if lp.primal(deadline) == LpStatus::Optimal {
-        let mut order = Vec::new();
-        lp.rounding_order(&mut order);
-        search.try_selection(&order);
-        search.lp = Some(lp);
-        search.lp_bounds = vec![ItemBound::Free; c.items()];
+    // on the nodes near the root re-solve it for their multipliers. Without an optimal root
+    // (out of time, or too many rows for its inverse) the search prices the rows by
+    // subgradient steps alone.
+    if let Some(mut lp) = NodeLp::new(c, &search.residual, &search.group_open) {
+        if lp.primal(deadline) == LpStatus::Optimal {
+            let mut order = Vec::new();
+            lp.rounding_order(&mut order);
+            search.try_selection(&order);
+            search.lp = Some(lp);
+            search.lp_bounds = vec![ItemBound::Free; c.items()];
+        }
     }
     let root_bound = search.node(0);
     let finished = !search.aborted;
@@ -304,7 +306,7 @@ impl<'a> Search<'a> {
             }
         }
         self.scratch_bounds = wanted;
-        if lp.dual(MAX_NODE_PIVOTS) != LpStatus::Optimal {
+        if lp.dual(MAX_NODE_PIVOTS, self.deadline) != LpStatus::Optimal {
             return false;
         }
         lp.row_duals(lambda);

@@ -799,14 +799,14 @@ def main():
     lin_sd = np.exp(ridge_predict(w_sd, a_te.reshape(-1, a_te.shape[-1]))).reshape(a_te.shape[:2])
     if args.predictions:
         np.savez_compressed(args.predictions, tf_sd=tf_sd, lin_sd=lin_sd, **te)
-    metrics = evaluate({
+    predictions = {
         "transformer": (tf_sd, tf_usage),
         "last_value": (te["last_sd"], last_usage),
         "ewma": (te["ewma_sd"], ewma_usage),
         "linear_regression": (lin_sd, lin_usage),
-    }, te)
-    by_kind = evaluate_by_kind({"transformer": tf_sd, "last_value": te["last_sd"], "ewma": te["ewma_sd"],
-                                "linear_regression": lin_sd}, te)
+    }
+    metrics = evaluate(predictions, te)
+    by_kind = evaluate_by_kind({name: sd for name, (sd, _) in predictions.items()}, te)
     if args.tune:
         for name, r in metrics.items():
             print(f"validation {name}: slowdown MAE {r['slowdown_mae']:.3f} MAPE {r['slowdown_mape_pct']:.1f}% "

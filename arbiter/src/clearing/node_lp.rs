@@ -100,8 +100,8 @@ pub(crate) struct NodeLp {
     /// Row duals.
     y: Vec<f64>,
     dual_tol: f64,
-    /// Pivots over the lifetime of this LP (for the refresh schedule and diagnostics).
-    pub pivots: u64,
+    /// Pivots over the lifetime of this LP (for the refresh schedule and the iteration limits).
+    pivots: u64,
     alpha: Vec<f64>,
     rho: Vec<f64>,
 }
@@ -316,9 +316,8 @@ impl NodeLp {
             if self.position[j] == NONE {
                 let x = self.x(j);
                 if x != 0.0 {
-                    let range = self.start[j] as usize..self.start[j + 1] as usize;
-                    for (&r, &a) in self.row[range.clone()].iter().zip(&self.coef[range]) {
-                        b[r as usize] -= a * x;
+                    for (r, a) in self.column(j) {
+                        b[r] -= a * x;
                     }
                 }
             }
@@ -350,9 +349,8 @@ impl NodeLp {
         for (p, &v) in self.basis.iter().enumerate() {
             let v = v as usize;
             if v < self.n {
-                let range = self.start[v] as usize..self.start[v + 1] as usize;
-                for (&r, &coef) in self.row[range.clone()].iter().zip(&self.coef[range]) {
-                    a[r as usize * m + p] = coef;
+                for (r, coef) in self.column(v) {
+                    a[r * m + p] = coef;
                 }
             } else {
                 a[(v - self.n) * m + p] = 1.0;
@@ -573,12 +571,11 @@ impl NodeLp {
                 if self.position[j] != NONE || self.lower[j] == self.upper[j] {
                     continue;
                 }
-                let range = self.start[j] as usize..self.start[j + 1] as usize;
                 let mut alpha_p = 0.0;
                 let mut dot_y = 0.0;
-                for (&r, &a) in self.row[range.clone()].iter().zip(&self.coef[range]) {
-                    alpha_p += self.rho[r as usize] * a;
-                    dot_y += self.y[r as usize] * a;
+                for (r, a) in self.column(j) {
+                    alpha_p += self.rho[r] * a;
+                    dot_y += self.y[r] * a;
                 }
                 if alpha_p.abs() > PIVOT_TOL {
                     consider(j, alpha_p, self.cost[j] - dot_y, self.at_upper[j]);

@@ -135,19 +135,11 @@ pub(crate) fn lagrangian_search(
     let root_live: Vec<u32> =
         (0..c.items() as u32).filter(|&i| search.group_open[c.item_group[i as usize] as usize]).collect();
     search.live[0] = root_live;
-    // The LP at the root (see `node_lp`): its rounding is the first incumbent, and from here
-    // on the nodes near the root re-solve it for their multipliers. Without an optimal root
-    // (out of time, or too many rows for its inverse) the search prices the rows by
-    // subgradient steps alone.
-    if let Some(mut lp) = NodeLp::new(c, &search.residual, &search.group_open) {
-        if lp.primal(deadline) == LpStatus::Optimal {
-            let mut order = Vec::new();
-            lp.rounding_order(&mut order);
-            search.try_selection(&order);
-            search.lp = Some(lp);
-            search.lp_bounds = vec![ItemBound::Free; c.items()];
-        }
-    }
+    // The LP at the root (see `node_lp`), which the nodes near the root re-solve for their
+    // multipliers and round for incumbents. Without an optimal root (out of time, or too many
+    // rows for its inverse) the search prices the rows by subgradient steps alone.
+    search.lp = NodeLp::new(c, &search.residual, &search.group_open)
+        .and_then(|mut lp| (lp.primal(deadline) == LpStatus::Optimal).then_some(lp));
     let root_bound = search.node(0);
     let finished = !search.aborted;
     let mut chosen: Vec<usize> = search.best_chosen.iter().map(|&i| c.item_original[i as usize]).collect();
@@ -197,9 +189,8 @@ struct Search<'a> {
     gradient: Vec<f64>,
     scratch_used: Vec<u64>,
     scratch_order: Vec<u32>,
-    /// The node LP, while it is in use, and the bounds its items are at.
+    /// The node LP, while it is in use.
     lp: Option<NodeLp>,
-    lp_bounds: Vec<ItemBound>,
     scratch_bounds: Vec<ItemBound>,
 }
 
@@ -226,7 +217,6 @@ impl<'a> Search<'a> {
             scratch_used: vec![0; c.rows()],
             scratch_order: Vec::new(),
             lp: None,
-            lp_bounds: Vec::new(),
             scratch_bounds: Vec::new(),
         }
     }
@@ -299,11 +289,9 @@ impl<'a> Search<'a> {
         for &i in &self.chosen {
             wanted[i as usize] = ItemBound::One;
         }
-        for (i, (&want, have)) in wanted.iter().zip(self.lp_bounds.iter_mut()).enumerate() {
-            if want != *have {
-                lp.set_bound(i as u32, want);
-                *have = want;
-            }
+        // The LP skips the items whose bounds are already these.
+        for (i, &want) in wanted.iter().enumerate() {
+            lp.set_bound(i as u32, want);
         }
         self.scratch_bounds = wanted;
         if lp.dual(MAX_NODE_PIVOTS, self.deadline) != LpStatus::Optimal {

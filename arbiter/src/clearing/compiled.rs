@@ -214,6 +214,48 @@ impl Compiled {
     pub fn consumption(&self, item: u32) -> std::ops::Range<usize> {
         self.cons_start[item as usize] as usize..self.cons_start[item as usize + 1] as usize
     }
+
+    /// This problem with one more row per cut (a list of compiled items no allocation holds two
+    /// of, see [`super::cliques`]): capacity 1, each member using 1. The items, groups and values
+    /// are the same, so the same allocations are feasible; the rows let the Lagrangian bounds
+    /// price the cuts like any other row.
+    pub fn with_cut_rows(&self, cuts: &[Vec<u32>]) -> Compiled {
+        let rows = self.rows();
+        let mut cuts_of: Vec<Vec<u32>> = vec![Vec::new(); self.items()];
+        for (t, cut) in cuts.iter().enumerate() {
+            for &i in cut {
+                cuts_of[i as usize].push((rows + t) as u32);
+            }
+        }
+        let mut out = self.clone();
+        out.capacity.extend(std::iter::repeat(1).take(cuts.len()));
+        out.inv_capacity.extend(std::iter::repeat(1.0).take(cuts.len()));
+        (out.cons_start, out.cons_row, out.cons_amount, out.cons_fraction) = (vec![0], Vec::new(), Vec::new(), Vec::new());
+        for i in 0..self.items() as u32 {
+            for e in self.consumption(i) {
+                out.cons_row.push(self.cons_row[e]);
+                out.cons_amount.push(self.cons_amount[e]);
+                out.cons_fraction.push(self.cons_fraction[e]);
+            }
+            for &r in &cuts_of[i as usize] {
+                out.cons_row.push(r);
+                out.cons_amount.push(1);
+                out.cons_fraction.push(1.0);
+            }
+            out.cons_start.push(out.cons_row.len() as u32);
+        }
+        let all_rows = out.rows();
+        out.dense = Vec::new();
+        if all_rows <= DENSE_ROWS {
+            out.dense = vec![0; self.items() * all_rows];
+            for i in 0..self.items() as u32 {
+                for e in out.consumption(i) {
+                    out.dense[i as usize * all_rows + out.cons_row[e] as usize] = out.cons_amount[e];
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Scratch space of the dominance check, reused from group to group.

@@ -6,8 +6,9 @@
 //! - [`problem`]: the generic shape (XOR groups of items over capacitated rows);
 //! - `compiled`, [`bounds`], [`solver`]: pre-processing, Lagrangian bounds, and the anytime
 //!   branch-and-bound that solves it exactly, taking its multipliers near the root from the LP
-//!   that `node_lp` re-solves per node; for problems with few rows (a host's round) the solver
-//!   hands over to `knapsack`, a branch-and-bound on the exact LP relaxation of `lp`;
+//!   that `node_lp` re-solves per node after `cliques` has tightened it at the root; for
+//!   problems with few rows (a host's round) the solver hands over to `knapsack`, a
+//!   branch-and-bound on the exact LP relaxation of `lp`;
 //! - [`vcg`]: Clarke-pivot payments on top of the solver;
 //! - [`auction`], [`round`]: hosts, guarantees, balances and quotas, translated onto the generic
 //!   shape and cleared in parallel — the entry point for the arbiter's round loop is
@@ -17,6 +18,7 @@
 pub mod auction;
 pub mod bounds;
 pub mod cats;
+mod cliques;
 mod compiled;
 pub mod json;
 mod knapsack;

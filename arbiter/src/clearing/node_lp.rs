@@ -73,6 +73,12 @@ pub(crate) struct NodeLp {
     m: usize,
     /// The problem's capacity rows (the first of the `m`).
     capacity_rows: usize,
+    /// The first cut row ([`Self::add_cut_rows`]): the cuts are the last `m - cut_rows_start`
+    /// rows, after the groups' rows.
+    cut_rows_start: usize,
+    /// The state of the right-hand sides' pseudo-random perturbation, which the cut rows go on
+    /// drawing from.
+    perturbation_state: u64,
     /// Structural columns (the open groups' items), sparse: entries `start[j]..start[j + 1]`.
     n: usize,
     start: Vec<u32>,
@@ -146,14 +152,11 @@ impl NodeLp {
         }
         let n = cost.len();
         // A fixed pseudo-random perturbation (the search must be deterministic).
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut perturbation_state = 0x9e37_79b9_7f4a_7c15u64;
         let rhs: Vec<f64> = (0..m)
             .map(|r| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
                 let base = if r < rows { residual[r] as f64 * c.inv_capacity[r] } else { 1.0 };
-                base + PERTURBATION * (1.0 + (state >> 11) as f64 / (1u64 << 53) as f64)
+                base + perturbation(&mut perturbation_state)
             })
             .collect();
         let mut binv = vec![0.0; m * m];
@@ -164,6 +167,8 @@ impl NodeLp {
         Some(NodeLp {
             m,
             capacity_rows: rows,
+            cut_rows_start: m,
+            perturbation_state,
             n,
             start,
             row,
@@ -187,11 +192,96 @@ impl NodeLp {
         })
     }
 
-    /// The duals of the capacity rows, at least 0: the Lagrangian's multipliers.
+    /// The duals of the problem's rows, at least 0: the Lagrangian's multipliers. Those are the
+    /// capacity rows, then the cut rows, in the order the compiled problem with the cuts as rows
+    /// ([`Compiled::with_cut_rows`]) has them; the groups' rows are the Lagrangian's own.
     pub fn row_duals(&self, lambda: &mut [f64]) {
-        for (l, &y) in lambda.iter_mut().zip(&self.y[..self.capacity_rows]) {
+        let rows = self.y[..self.capacity_rows].iter().chain(&self.y[self.cut_rows_start..]);
+        for (l, &y) in lambda.iter_mut().zip(rows) {
             *l = y.max(0.0);
         }
+    }
+
+    /// Rows: capacity rows, groups' rows and cuts.
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+
+    /// The objective at the current basis (the LP bound, once optimal).
+    pub fn value(&self) -> f64 {
+        (0..self.n).map(|j| self.cost[j] * self.x(j)).sum()
+    }
+
+    /// Adds a row `Σ x_i ≤ 1` over the compiled items of each cut, with its slack basic. The
+    /// inverse of the grown basis `[[B, 0], [A, I]]` (`A`: the cuts over the basic columns) is
+    /// `[[B⁻¹, 0], [−A·B⁻¹, I]]`, so nothing is refactored; the duals are unchanged (the new
+    /// slacks cost nothing), so the basis stays dual feasible and [`Self::dual`] re-solves from it.
+    /// A violated cut leaves its slack negative, which is exactly what the dual simplex repairs.
+    pub fn add_cut_rows(&mut self, cuts: &[Vec<u32>]) {
+        let (m, n, added) = (self.m, self.n, cuts.len());
+        if added == 0 {
+            return;
+        }
+        let grown = m + added;
+        // Each column gains a 1 in the rows of the cuts its item is in.
+        let mut extra: Vec<Vec<u32>> = vec![Vec::new(); n];
+        for (t, cut) in cuts.iter().enumerate() {
+            for &i in cut {
+                if let Some(j) = self.column_of.get(i as usize).copied().filter(|&j| j != NONE) {
+                    extra[j as usize].push((m + t) as u32);
+                }
+            }
+        }
+        let (mut start, mut row, mut coef) = (vec![0u32], Vec::new(), Vec::new());
+        for (j, rows) in extra.iter().enumerate() {
+            for (r, a) in self.column(j) {
+                row.push(r as u32);
+                coef.push(a);
+            }
+            row.extend_from_slice(rows);
+            coef.extend(std::iter::repeat(1.0).take(rows.len()));
+            start.push(row.len() as u32);
+        }
+        // −A·B⁻¹: cut t's row is minus the sum of B⁻¹'s rows at the basic positions of its
+        // columns.
+        let mut positions: Vec<Vec<usize>> = vec![Vec::new(); added];
+        for (p, &v) in self.basis.iter().enumerate() {
+            if (v as usize) < n {
+                for &r in &extra[v as usize] {
+                    positions[r as usize - m].push(p);
+                }
+            }
+        }
+        let mut binv = vec![0.0; grown * grown];
+        for c in 0..m {
+            let old = &self.binv[c * m..(c + 1) * m];
+            let new = &mut binv[c * grown..(c + 1) * grown];
+            new[..m].copy_from_slice(old);
+            for (t, at) in positions.iter().enumerate() {
+                new[m + t] = -at.iter().map(|&p| old[p]).sum::<f64>();
+            }
+        }
+        for c in m..grown {
+            binv[c * grown + c] = 1.0;
+        }
+        self.binv = binv;
+        self.start = start;
+        self.row = row;
+        self.coef = coef;
+        for _ in 0..added {
+            self.rhs.push(1.0 + perturbation(&mut self.perturbation_state));
+        }
+        for t in 0..added {
+            self.basis.push((n + m + t) as u32);
+            self.position.push((m + t) as u32);
+        }
+        self.m = grown;
+        self.y.resize(grown, 0.0);
+        self.xb.resize(grown, 0.0);
+        self.alpha.resize(grown, 0.0);
+        self.rho.resize(grown, 0.0);
+        // The new slacks' values (and, harmlessly, everything else) from the grown inverse.
+        self.refresh();
     }
 
     /// The LP value of compiled item `i` at the current basis (0 for an item of a closed group).
@@ -396,6 +486,72 @@ impl NodeLp {
         self.refresh();
     }
 
+    /// Drops the cut rows whose slack is basic (the cut does not bind at this basis: its dual is
+    /// 0) and returns, for each cut row in the order they were added, whether it stayed. Cuts that
+    /// do not bind only make every pivot dearer (the inverse is `rows²`). With the slack of row
+    /// `r` basic at position `p`, the basis is `[[B', 0], [a, 1]]` up to ordering, whose inverse is
+    /// `[[B'⁻¹, 0], [−a·B'⁻¹, 1]]`: the smaller basis's inverse is the old one without row `p` and
+    /// column `r`, and the duals and values of everything else are unchanged.
+    pub fn drop_slack_cut_rows(&mut self) -> Vec<bool> {
+        let (m, n) = (self.m, self.n);
+        let keep_row: Vec<bool> = (0..m).map(|r| r < self.cut_rows_start || self.position[n + r] == NONE).collect();
+        let kept = keep_row[self.cut_rows_start..].to_vec();
+        if kept.iter().all(|&k| k) {
+            return kept;
+        }
+        let mut keep_position = vec![true; m];
+        for r in (0..m).filter(|&r| !keep_row[r]) {
+            keep_position[self.position[n + r] as usize] = false;
+        }
+        let renumber = |keep: &[bool]| {
+            let mut next = 0u32;
+            keep.iter()
+                .map(|&k| {
+                    next += u32::from(k);
+                    if k { next - 1 } else { NONE }
+                })
+                .collect::<Vec<u32>>()
+        };
+        let (new_row, new_position) = (renumber(&keep_row), renumber(&keep_position));
+        let shrunk = keep_row.iter().filter(|&&k| k).count();
+        let mut binv = vec![0.0; shrunk * shrunk];
+        for c in (0..m).filter(|&c| keep_row[c]) {
+            let to = new_row[c] as usize * shrunk;
+            for i in (0..m).filter(|&i| keep_position[i]) {
+                binv[to + new_position[i] as usize] = self.binv[c * m + i];
+            }
+        }
+        let (mut start, mut row, mut coef) = (vec![0u32], Vec::new(), Vec::new());
+        for j in 0..n {
+            for (r, a) in self.column(j).filter(|&(r, _)| keep_row[r]) {
+                row.push(new_row[r]);
+                coef.push(a);
+            }
+            start.push(row.len() as u32);
+        }
+        let basis: Vec<u32> = (0..m)
+            .filter(|&p| keep_position[p])
+            .map(|p| match self.basis[p] as usize {
+                v if v < n => v as u32,
+                v => n as u32 + new_row[v - n],
+            })
+            .collect();
+        let mut position = vec![NONE; n + shrunk];
+        for (p, &v) in basis.iter().enumerate() {
+            position[v as usize] = p as u32;
+        }
+        let keep = |values: &[f64], mask: &[bool]| values.iter().zip(mask).filter(|(_, &k)| k).map(|(&v, _)| v).collect::<Vec<f64>>();
+        self.rhs = keep(&self.rhs, &keep_row);
+        self.y = keep(&self.y, &keep_row);
+        self.xb = keep(&self.xb, &keep_position);
+        (self.binv, self.start, self.row, self.coef, self.basis, self.position) = (binv, start, row, coef, basis, position);
+        self.m = shrunk;
+        self.alpha.truncate(shrunk);
+        self.rho.truncate(shrunk);
+        self.refresh();
+        kept
+    }
+
     /// Bookkeeping every pivot shares: the refresh schedule.
     fn after_pivot(&mut self) {
         self.pivots += 1;
@@ -520,7 +676,7 @@ impl NodeLp {
     /// At most `max_pivots` pivots, and none after `deadline`.
     pub fn dual(&mut self, max_pivots: u64, deadline: Option<Instant>) -> LpStatus {
         let m = self.m;
-        let limit = self.pivots + max_pivots;
+        let limit = self.pivots.saturating_add(max_pivots);
         loop {
             // Leaving: the basic variable furthest outside its bounds.
             let mut leaving: Option<(usize, f64)> = None;
@@ -607,8 +763,17 @@ impl NodeLp {
     }
 }
 
+/// The next of the right-hand sides' perturbations: between one and two [`PERTURBATION`]s, drawn
+/// by a xorshift from `state`.
+fn perturbation(state: &mut u64) -> f64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    PERTURBATION * (1.0 + (*state >> 11) as f64 / (1u64 << 53) as f64)
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::clearing::lp::tests::Rng;
     use crate::clearing::problem::Problem;
@@ -637,7 +802,7 @@ mod tests {
     /// Checks the LP's current answer by duality: its point must lie within the items' bounds
     /// and the unperturbed rows, and the Lagrangian bound at its duals must meet that point's
     /// value (which proves both optimal). Returns the value.
-    fn certify(c: &Compiled, lp: &NodeLp, bounds: &[ItemBound]) -> f64 {
+    pub(crate) fn certify(c: &Compiled, lp: &NodeLp, bounds: &[ItemBound]) -> f64 {
         let mut used = vec![0.0; lp.m];
         let mut value = 0.0;
         for j in 0..lp.n {
@@ -674,7 +839,7 @@ mod tests {
     }
 
     /// Seeded CATS-like instances: bidders with one to four XOR bids on one to five goods.
-    fn set_packing(rng: &mut Rng) -> Problem {
+    pub(crate) fn set_packing(rng: &mut Rng) -> Problem {
         let goods = 8 + rng.below(40) as usize;
         let mut p = Problem::new(vec![1; goods]);
         for _ in 0..10 + rng.below(80) {

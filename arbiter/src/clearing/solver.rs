@@ -183,7 +183,9 @@ const MAX_NODE_PIVOTS: u64 = 500;
 /// nodes, each re-solve then costs tens of pivots, and cheap bounds win. Measured on CATS: with
 /// every node re-solving, `arbitrary_g50_b500_0000` (LP bound 13 % above the optimum) took 13 s
 /// against 2.7 s for subgradient steps alone; to depth 8, 2.7 s, while `paths_g256` kept its
-/// gain (49 s → 0.6 s; to depth 4 it took 10.6 s).
+/// gain (49 s → 0.6 s; to depth 4 it took 10.6 s). With the clique cuts and each second branch
+/// starting from its parent's saved LP, depth 12 and 20 still took `arbitrary_g50_b500_0000` from
+/// 4.5 s to 10.6 and 19.7 s, and `regions_g256` stayed unproven in 60 s at depth 30.
 const LP_MAX_DEPTH: usize = 8;
 
 struct Search<'a> {
@@ -211,6 +213,11 @@ struct Search<'a> {
     scratch_order: Vec<u32>,
     /// The node LP, while it is in use.
     lp: Option<NodeLp>,
+    /// The node LP's state as each depth's node left it before its first branch. The second
+    /// branch differs from its parent in one item's bound, so from the parent's optimal basis its
+    /// re-solve takes a pivot or a few; from wherever the first branch's subtree left the LP it
+    /// took tens (the depth-first search moves between distant nodes).
+    saved_lp: Vec<Option<NodeLp>>,
     /// The problem with the root's clique cuts as rows (see `cliques`), if it has any: the node
     /// LP carries them, and the bound at a node that solved it prices them at the LP's duals.
     strengthened: Option<&'a Compiled>,
@@ -244,6 +251,7 @@ impl<'a> Search<'a> {
             scratch_used: vec![0; c.rows()],
             scratch_order: Vec::new(),
             lp: None,
+            saved_lp: Vec::new(),
             strengthened: None,
             lp_lambda: vec![0.0; c.rows()],
             lp_residual: Vec::new(),
@@ -333,6 +341,27 @@ impl<'a> Search<'a> {
         self.try_selection(&order);
         self.scratch_order = order;
         true
+    }
+
+    /// Saves the node LP's state for `depth`; `false` when there is no LP.
+    fn save_lp(&mut self, depth: usize) -> bool {
+        let Some(lp) = self.lp.as_ref() else {
+            return false;
+        };
+        if self.saved_lp.len() <= depth {
+            self.saved_lp.resize_with(depth + 1, || None);
+        }
+        match self.saved_lp[depth].as_mut() {
+            Some(saved) => saved.copy_state_from(lp),
+            None => self.saved_lp[depth] = Some(lp.clone()),
+        }
+        true
+    }
+
+    fn restore_lp(&mut self, depth: usize) {
+        if let (Some(lp), Some(saved)) = (self.lp.as_mut(), self.saved_lp[depth].as_ref()) {
+            lp.copy_state_from(saved);
+        }
     }
 
     /// The Lagrangian bound at a node whose LP was solved, at the LP's duals `lp_lambda`: over
@@ -519,6 +548,8 @@ impl<'a> Search<'a> {
             self.lambda.push(vec![0.0; c.rows()]);
         }
 
+        // The LP as this node left it, for the second branch to start from (see `saved_lp`).
+        let saved = lp_solved && depth < LP_MAX_DEPTH && self.save_lp(depth);
         // Take `branch`.
         let group = c.item_group[branch as usize];
         for e in c.consumption(branch) {
@@ -542,6 +573,9 @@ impl<'a> Search<'a> {
 
         // Leave `branch` out.
         if !self.aborted && !self.prunable(best_bound) {
+            if saved {
+                self.restore_lp(depth);
+            }
             let mut child = std::mem::take(&mut self.live[depth + 1]);
             child.clear();
             child.extend(live.iter().copied().filter(|&i| i != branch));

@@ -716,9 +716,9 @@ def main():
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--slowdown-weight", type=float, default=2.0,
                     help="weight of the slowdown loss against the usage loss")
-    ap.add_argument("--log-weight", type=float, default=1.0,
+    ap.add_argument("--log-weight", type=float, default=0.0,
                     help="weight of |log predicted - log measured slowdown| in the slowdown loss")
-    ap.add_argument("--rel-weight", type=float, default=0.0,
+    ap.add_argument("--rel-weight", type=float, default=1.0,
                     help="weight of |predicted / measured slowdown - 1| (MAPE's own error) in the slowdown loss")
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--cross-ff", type=int, default=32,

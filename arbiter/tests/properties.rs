@@ -39,6 +39,19 @@ fn brute_force_optimum(problem: &Problem, skip_group: Option<usize>) -> f64 {
     best
 }
 
+/// A problem of `groups` groups over rows of these capacities, with `items` as (group, value,
+/// amount of each row).
+fn problem_of(capacities: Vec<u64>, groups: usize, items: Vec<(usize, f64, Vec<u64>)>) -> Problem {
+    let mut problem = Problem::new(capacities);
+    for _ in 0..groups {
+        problem.add_group();
+    }
+    for (group, value, amounts) in items {
+        problem.add_item(group, value, amounts.into_iter().enumerate()).unwrap();
+    }
+    problem
+}
+
 fn arb_problem() -> impl Strategy<Value = Problem> {
     (1usize..4, 1usize..6).prop_flat_map(|(rows, groups)| {
         let capacities = prop::collection::vec(0u64..12, rows);
@@ -47,16 +60,8 @@ fn arb_problem() -> impl Strategy<Value = Problem> {
             prop_oneof![(0u32..30).prop_map(f64::from), 0.0f64..30.0],
             prop::collection::vec(0u64..7, rows),
         );
-        (capacities, prop::collection::vec(item, 0..14)).prop_map(move |(capacities, items)| {
-            let mut problem = Problem::new(capacities);
-            for _ in 0..groups {
-                problem.add_group();
-            }
-            for (group, value, amounts) in items {
-                problem.add_item(group, value, amounts.into_iter().enumerate()).unwrap();
-            }
-            problem
-        })
+        (capacities, prop::collection::vec(item, 0..14))
+            .prop_map(move |(capacities, items)| problem_of(capacities, groups, items))
     })
 }
 
@@ -72,16 +77,8 @@ fn arb_many_row_problem() -> impl Strategy<Value = Problem> {
             prop_oneof![(1u32..30).prop_map(f64::from), 0.5f64..30.0],
             prop::collection::vec(prop_oneof![5 => Just(0u64), 2 => Just(1u64), 1 => Just(2u64)], rows),
         );
-        (capacities, prop::collection::vec(item, 4..18)).prop_map(move |(capacities, items)| {
-            let mut problem = Problem::new(capacities);
-            for _ in 0..groups {
-                problem.add_group();
-            }
-            for (group, value, amounts) in items {
-                problem.add_item(group, value, amounts.into_iter().enumerate()).unwrap();
-            }
-            problem
-        })
+        (capacities, prop::collection::vec(item, 4..18))
+            .prop_map(move |(capacities, items)| problem_of(capacities, groups, items))
     })
 }
 

@@ -128,8 +128,8 @@ pub(crate) fn lagrangian_search(
     }
     // The LP at the root (see `node_lp`), which the nodes near the root re-solve for their
     // multipliers and round for incumbents, tightened by clique cuts (see `cliques`) whose duals
-    // those nodes' bounds price as rows. Without an optimal root (out of time, or too many rows for its
-    // inverse) the search prices the rows by subgradient steps alone.
+    // those nodes' bounds price as rows. Without an optimal root (out of time, or too many rows
+    // for its inverse) the search prices the rows by subgradient steps alone.
     let mut lp = NodeLp::new(c, &c.capacity, &group_open)
         .and_then(|mut lp| (lp.primal(deadline) == LpStatus::Optimal).then_some(lp));
     let cuts = match lp.as_mut() {

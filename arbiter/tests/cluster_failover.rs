@@ -333,6 +333,14 @@ async fn rounds_survive_the_leader_being_killed_and_the_cluster_restarting() {
     assert_eq!(names(&after), names(&before));
     let budgets_ok = after.hosts.iter().flat_map(|h| &h.workloads).all(|w| w.balance <= w.budget && w.balance >= 0.0);
     assert!(budgets_ok);
+    // Two replicas are enough for the checks above; the third may still be starting. Every one
+    // answers for itself (so it has installed its signal handlers) before the clean stop, which
+    // would otherwise kill a replica that had not got that far yet.
+    for node in 1..=3 {
+        entente_tests::eventually(Duration::from_secs(15), async || status(&bus, bus.subjects().node_status(node)).await)
+            .await
+            .unwrap_or_else(|| panic!("node {node} did not come back after the restart:\n{}", tail(&cluster.log(node))));
+    }
     cluster.stop_all();
 }
 

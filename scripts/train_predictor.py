@@ -413,16 +413,15 @@ class Ensemble(nn.Module):
         return (torch.stack([o[0] for o in outs]).mean(0), torch.stack([o[1] for o in outs]).mean(0))
 
 
-def normalize(x, eps):
-    """Layer norm over the last axis without its scale and shift (folded into what follows)."""
-    centred = x - x.mean(-1, keepdim=True)
-    return centred / torch.sqrt((centred * centred).mean(-1, keepdim=True) + eps)
-
-
 def rms_normalize(x, eps):
     """`normalize` of a vector that is already centred: the mean is zero, so only the scaling is
     left (tract runs this as one fused root-mean-square norm)."""
     return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps)
+
+
+def normalize(x, eps):
+    """Layer norm over the last axis without its scale and shift (folded into what follows)."""
+    return rms_normalize(x - x.mean(-1, keepdim=True), eps)
 
 
 def fold_norm(linear, norm):

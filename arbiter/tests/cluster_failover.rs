@@ -11,6 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Each test runs a cluster of its own (three or four replicas, a nats-server, simulated
+/// agents). Two at once on a 2-core machine make elections wait for the scheduler, and the
+/// failover time asserted below measures that instead of the cluster, so they take turns.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const ROUND_MS: u64 = 300;
 const HOSTS: usize = 3;
 const WORKLOADS_PER_HOST: usize = 4;
@@ -260,6 +265,7 @@ fn check_quota(decisions: &BTreeMap<(RoundId, HostId), Decision>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rounds_survive_the_leader_being_killed_and_the_cluster_restarting() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
     let nats = NatsServer::start();
     let bus = nats.bus().await;
     let mut cluster = Cluster::start(&nats);
@@ -366,6 +372,7 @@ async fn run_until(bus: &Bus, nodes: &[NodeId], round: RoundId) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_is_replaced_by_a_new_one_that_then_votes() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
     let nats = NatsServer::start();
     let bus = nats.bus().await;
     let mut cluster = Cluster::start(&nats);

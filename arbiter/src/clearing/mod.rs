@@ -5,8 +5,8 @@
 //!
 //! - [`problem`]: the generic shape (XOR groups of items over capacitated rows);
 //! - `compiled`, [`bounds`], [`solver`]: pre-processing, Lagrangian bounds, and the anytime
-//!   branch-and-bound that solves it exactly, taking its multipliers near the root from the LP
-//!   that `node_lp` re-solves per node after `cliques` has tightened it at the root; for
+//!   branch-and-bound that solves it exactly, best first on the LP that `node_lp` re-solves per
+//!   node after `cliques` has tightened it at the root; for
 //!   problems with few rows (a host's round) the solver hands over to `knapsack`, a
 //!   branch-and-bound on the exact LP relaxation of `lp`;
 //! - [`vcg`]: Clarke-pivot payments on top of the solver;

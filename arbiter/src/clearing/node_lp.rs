@@ -111,6 +111,10 @@ pub(crate) struct NodeLp {
     pivots: u64,
     alpha: Vec<f64>,
     rho: Vec<f64>,
+    /// Whether the dual simplex prices its leaving row by dual steepest edge.
+    steepest_edge: bool,
+    /// The basic variables outside their bounds: (position, by how much, the bound).
+    outside: Vec<(u32, f64, f64)>,
 }
 
 impl NodeLp {
@@ -190,6 +194,8 @@ impl NodeLp {
             pivots: 0,
             alpha: vec![0.0; m],
             rho: vec![0.0; m],
+            steepest_edge: false,
+            outside: Vec::new(),
         })
     }
 
@@ -203,19 +209,39 @@ impl NodeLp {
         }
     }
 
-    /// Takes `other`'s bounds and basis (with its inverse, values and duals), reusing this LP's
-    /// memory: `other` must be this same LP at another point of the search (the same columns and
-    /// rows). The pivot count stays this LP's, so the refresh schedule keeps running.
-    pub fn copy_state_from(&mut self, other: &NodeLp) {
-        debug_assert!(self.m == other.m && self.n == other.n);
-        self.lower.clone_from(&other.lower);
-        self.upper.clone_from(&other.upper);
-        self.binv.clone_from(&other.binv);
-        self.basis.clone_from(&other.basis);
-        self.position.clone_from(&other.position);
-        self.at_upper.clone_from(&other.at_upper);
-        self.xb.clone_from(&other.xb);
-        self.y.clone_from(&other.y);
+    /// Makes the dual simplex choose its leaving row by dual steepest edge: the primal
+    /// infeasibility over the length of the basis inverse's row. Where a re-solve takes hundreds
+    /// of pivots (nodes far from the last one, on CATS `regions_g256`) that cut their number 2.4
+    /// fold; where it takes a few (the depth-first search's near-root nodes) it only costs.
+    pub fn use_steepest_edge(&mut self) {
+        self.steepest_edge = true;
+    }
+
+    /// The squared lengths of the rows of the basis inverse that `outside` lists, into `rho`
+    /// (free until the pivot row is read). The inverse is column-major: a few rows are read
+    /// row by row (a cache miss per entry), more in one pass over the whole inverse.
+    fn edge_weights(&mut self, m: usize) {
+        const ROW_BY_ROW: usize = 8;
+        let k = self.outside.len();
+        if k <= ROW_BY_ROW {
+            for (w, &(i, _, _)) in self.rho.iter_mut().zip(&self.outside) {
+                *w = (0..m).map(|c| self.binv[c * m + i as usize].powi(2)).sum::<f64>();
+            }
+        } else {
+            // Every row's length in `alpha` (free until the entering column is computed).
+            self.alpha.iter_mut().for_each(|w| *w = 0.0);
+            for c in 0..m {
+                for (w, b) in self.alpha.iter_mut().zip(&self.binv[c * m..(c + 1) * m]) {
+                    *w += b * b;
+                }
+            }
+            for (w, &(i, _, _)) in self.rho.iter_mut().zip(&self.outside) {
+                *w = self.alpha[i as usize];
+            }
+        }
+        for w in &mut self.rho[..k] {
+            *w = w.max(1e-300);
+        }
     }
 
     /// Rows: capacity rows, groups' rows and cuts.
@@ -694,19 +720,30 @@ impl NodeLp {
         let m = self.m;
         let limit = self.pivots.saturating_add(max_pivots);
         loop {
-            // Leaving: the basic variable furthest outside its bounds.
-            let mut leaving: Option<(usize, f64)> = None;
-            let mut worst = PRIMAL_TOL;
+            // Leaving: the basic variable furthest outside its bounds, squared; with steepest
+            // edge, over the squared length of its row of the basis inverse, which the explicit
+            // inverse gives exactly.
+            self.outside.clear();
             for i in 0..m {
                 let v = self.basis[i] as usize;
                 let (lo, hi) = (self.lower_of(v), self.upper_of(v));
                 let x = self.xb[i];
-                if lo - x > worst {
-                    worst = lo - x;
-                    leaving = Some((i, lo));
-                } else if x - hi > worst {
-                    worst = x - hi;
-                    leaving = Some((i, hi));
+                if lo - x > PRIMAL_TOL {
+                    self.outside.push((i as u32, lo - x, lo));
+                } else if x - hi > PRIMAL_TOL {
+                    self.outside.push((i as u32, x - hi, hi));
+                }
+            }
+            if self.steepest_edge {
+                self.edge_weights(m);
+            }
+            let mut leaving: Option<(usize, f64)> = None;
+            let mut worst = 0.0;
+            for (k, &(i, outside, target)) in self.outside.iter().enumerate() {
+                let weight = if self.steepest_edge { self.rho[k] } else { 1.0 };
+                if outside * outside > worst * weight {
+                    worst = outside * outside / weight;
+                    leaving = Some((i as usize, target));
                 }
             }
             let Some((p, target)) = leaving else {
@@ -941,27 +978,31 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_restored_state_is_the_saved_optimum_again() {
+    fn steepest_edge_reaches_the_same_optimum_in_fewer_pivots() {
         let mut rng = Rng(99);
-        for _ in 0..10 {
+        let (mut plain_pivots, mut steepest_pivots) = (0, 0);
+        for _ in 0..20 {
             let p = set_packing(&mut rng);
-            let (c, bounds) = root(&p);
-            let mut lp = NodeLp::new(&c, &c.capacity, &vec![true; c.groups()]).unwrap();
-            assert_eq!(lp.primal(None), LpStatus::Optimal);
-            let root_value = certify(&c, &lp, &bounds);
-            let saved = lp.clone();
+            let (c, mut bounds) = root(&p);
+            let mut plain = NodeLp::new(&c, &c.capacity, &vec![true; c.groups()]).unwrap();
+            assert_eq!(plain.primal(None), LpStatus::Optimal);
+            let mut steepest = plain.clone();
+            steepest.use_steepest_edge();
             // Move far from the root: every other item out.
             for i in (0..c.items() as u32).step_by(2) {
-                lp.set_bound(i, ItemBound::Zero);
+                bounds[i as usize] = ItemBound::Zero;
+                plain.set_bound(i, ItemBound::Zero);
+                steepest.set_bound(i, ItemBound::Zero);
             }
-            assert_eq!(lp.dual(100_000, None), LpStatus::Optimal);
-            lp.copy_state_from(&saved);
-            // Already optimal at the root's bounds: no pivot needed.
-            let pivots = lp.pivots;
-            assert_eq!(lp.dual(100_000, None), LpStatus::Optimal);
-            assert_eq!(lp.pivots, pivots);
-            assert!((certify(&c, &lp, &bounds) - root_value).abs() <= 1e-9 * root_value.abs().max(1.0));
+            let before = plain.pivots;
+            assert_eq!(plain.dual(100_000, None), LpStatus::Optimal);
+            assert_eq!(steepest.dual(100_000, None), LpStatus::Optimal);
+            plain_pivots += plain.pivots - before;
+            steepest_pivots += steepest.pivots - before;
+            let (a, b) = (certify(&c, &plain, &bounds), certify(&c, &steepest, &bounds));
+            assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "{a} against {b}");
         }
+        assert!(steepest_pivots < plain_pivots, "{steepest_pivots} pivots against {plain_pivots}");
     }
 
     #[test]

@@ -1,21 +1,22 @@
-//! The exact solver: depth-first branch-and-bound over items with Lagrangian bounds.
+//! The exact solver for problems of many rows (set packing, CATS; a host's round of a few rows
+//! goes to [`super::knapsack`]): branch-and-bound over items with Lagrangian bounds.
 //!
-//! Why this shape: a host's round has tens of groups and a handful of rows, a CATS instance
-//! hundreds of bids and goods; both are small enough that a tight bound at every node beats any
-//! general-purpose MIP machinery, and depth-first search keeps an incumbent from the first dive so
-//! the solver is *anytime*: stopped by its time budget it still returns the best allocation found,
-//! a valid upper bound, and whether the two meet (proven optimal).
+//! Why this shape: a CATS instance has hundreds of bids and goods, small enough that a tight
+//! bound at every node beats general-purpose MIP machinery, and the search keeps an incumbent
+//! from its first dive, so the solver is *anytime*: stopped by its time budget it still returns
+//! the best allocation found, a valid upper bound, and whether the two meet (proven optimal).
 //!
-//! At each node the live items (open group, not excluded, fitting the residual capacity) are
-//! priced with Lagrangian multipliers ([`super::bounds`]). Near the root the multipliers are the
-//! duals of the node's LP relaxation, re-solved by [`super::node_lp`] (the best multipliers
-//! there are) and tightened at the root by clique cuts ([`super::cliques`]); deeper down they
-//! are the parent's, improved by a few subgradient steps. The LP's
-//! point, rounded, and the relaxation's picks are tried as solutions (exactly, in integers,
-//! greedily repaired); the node is pruned when its bound cannot beat the incumbent. Otherwise the
-//! search branches on the live item whose LP value is most fractional, or without one on the
-//! pick with the highest reduced value: first take it (its group closes, its consumption leaves
-//! the residual, items that no longer fit drop out), then exclude it.
+//! The root solves the LP relaxation ([`super::node_lp`]) and tightens it by clique cuts
+//! ([`super::cliques`]). With that LP the search is best first (`best_first`): every node
+//! re-solves it and its bound is the Lagrangian ([`super::bounds`]) at the LP's duals. Without it
+//! (too many rows for its dense inverse, or no optimum before the deadline) the search here is
+//! depth first and prices the rows with multipliers improved by subgradient steps, each node
+//! starting from its parent's. Either way the live items of a node (open group, not excluded,
+//! fitting the residual capacity) are the ones priced; the relaxation's picks (and the LP's
+//! point, rounded) are tried as allocations, greedily repaired; reduced-value fixing drops the
+//! items that cannot be part of a better allocation; the node is pruned when its bound cannot
+//! beat the incumbent; otherwise it branches on an item: take it (its group closes, its
+//! consumption leaves the residual, items that no longer fit drop out), or exclude it.
 //!
 //! A bound within a relative 1e-9 of the incumbent counts as "cannot beat it" (float sums carry
 //! rounding); when every value is a whole number the bound must beat the incumbent by almost 1.
@@ -29,6 +30,8 @@ use super::knapsack;
 use super::lp::{Basis, MAX_LP_ROWS};
 use super::problem::Problem;
 use super::node_lp::{ItemBound, LpStatus, NodeLp};
+
+mod best_first;
 
 /// Limits on one solve. The default has no limit at all: the result is always proven optimal.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -160,7 +163,9 @@ pub(crate) fn lagrangian_search(
     let root_live: Vec<u32> =
         (0..c.items() as u32).filter(|&i| search.group_open[c.item_group[i as usize] as usize]).collect();
     search.live[0] = root_live;
-    let root_bound = search.node(0);
+    // With the root LP solved, the search is best first on LP bounds (see `best_first`); without
+    // it, depth first on subgradient bounds.
+    let root_bound = if search.lp.is_some() { search.best_first() } else { search.node(0) };
     let finished = !search.aborted;
     let mut chosen: Vec<usize> = search.best_chosen.iter().map(|&i| c.item_original[i as usize]).collect();
     chosen.sort_unstable();
@@ -175,18 +180,6 @@ pub(crate) fn lagrangian_search(
 const ROOT_STEPS: usize = 500;
 /// Subgradient steps at every other node.
 const NODE_STEPS: usize = 16;
-/// Dual simplex pivots a node may spend on its LP before falling back to subgradient steps.
-const MAX_NODE_PIVOTS: u64 = 500;
-/// The deepest nodes that re-solve the LP; deeper ones take subgradient steps from their
-/// parent's multipliers (the LP's duals, down to here). Near the root a node's bound decides a
-/// large subtree and is worth the pivots; deep down the depth-first search jumps between distant
-/// nodes, each re-solve then costs tens of pivots, and cheap bounds win. Measured on CATS: with
-/// every node re-solving, `arbitrary_g50_b500_0000` (LP bound 13 % above the optimum) took 13 s
-/// against 2.7 s for subgradient steps alone; to depth 8, 2.7 s, while `paths_g256` kept its
-/// gain (49 s → 0.6 s; to depth 4 it took 10.6 s). With the clique cuts and each second branch
-/// starting from its parent's saved LP, depth 12 and 20 still took `arbitrary_g50_b500_0000` from
-/// 4.5 s to 10.6 and 19.7 s, and `regions_g256` stayed unproven in 60 s at depth 30.
-const LP_MAX_DEPTH: usize = 8;
 
 struct Search<'a> {
     c: &'a Compiled,
@@ -213,11 +206,6 @@ struct Search<'a> {
     scratch_order: Vec<u32>,
     /// The node LP, while it is in use.
     lp: Option<NodeLp>,
-    /// The node LP's state as each depth's node left it before its first branch. The second
-    /// branch differs from its parent in one item's bound, so from the parent's optimal basis its
-    /// re-solve takes a pivot or a few; from wherever the first branch's subtree left the LP it
-    /// took tens (the depth-first search moves between distant nodes).
-    saved_lp: Vec<Option<NodeLp>>,
     /// The problem with the root's clique cuts as rows (see `cliques`), if it has any: the node
     /// LP carries them, and the bound at a node that solved it prices them at the LP's duals.
     strengthened: Option<&'a Compiled>,
@@ -251,7 +239,6 @@ impl<'a> Search<'a> {
             scratch_used: vec![0; c.rows()],
             scratch_order: Vec::new(),
             lp: None,
-            saved_lp: Vec::new(),
             strengthened: None,
             lp_lambda: vec![0.0; c.rows()],
             lp_residual: Vec::new(),
@@ -311,85 +298,44 @@ impl<'a> Search<'a> {
         self.aborted
     }
 
-    /// Brings the node LP's bounds to this node (the chosen items at 1, the `live` ones free,
-    /// every other at 0), re-solves it, and on success puts its row duals in `lambda` and tries
-    /// its rounding as an allocation. `false` when there is no LP or it did not reach an optimum.
-    fn solve_node_lp(&mut self, live: &[u32], lambda: &mut [f64]) -> bool {
-        let Some(lp) = self.lp.as_mut() else {
-            return false;
-        };
-        let mut wanted = std::mem::take(&mut self.scratch_bounds);
-        wanted.clear();
-        wanted.resize(self.c.items(), ItemBound::Zero);
-        for &i in live {
-            wanted[i as usize] = ItemBound::Free;
-        }
-        for &i in &self.chosen {
-            wanted[i as usize] = ItemBound::One;
-        }
-        // The LP skips the items whose bounds are already these.
-        for (i, &want) in wanted.iter().enumerate() {
-            lp.set_bound(i as u32, want);
-        }
-        self.scratch_bounds = wanted;
-        if lp.dual(MAX_NODE_PIVOTS, self.deadline) != LpStatus::Optimal {
-            return false;
-        }
-        lp.row_duals(lambda);
-        let mut order = std::mem::take(&mut self.scratch_order);
-        lp.rounding_order(&mut order);
-        self.try_selection(&order);
-        self.scratch_order = order;
-        true
-    }
-
-    /// Saves the node LP's state for `depth`; `false` when there is no LP.
-    fn save_lp(&mut self, depth: usize) -> bool {
-        let Some(lp) = self.lp.as_ref() else {
-            return false;
-        };
-        if self.saved_lp.len() <= depth {
-            self.saved_lp.resize_with(depth + 1, || None);
-        }
-        match self.saved_lp[depth].as_mut() {
-            Some(saved) => saved.copy_state_from(lp),
-            None => self.saved_lp[depth] = Some(lp.clone()),
-        }
-        true
-    }
-
-    fn restore_lp(&mut self, depth: usize) {
-        if let (Some(lp), Some(saved)) = (self.lp.as_mut(), self.saved_lp[depth].as_ref()) {
-            lp.copy_state_from(saved);
-        }
-    }
-
-    /// The Lagrangian bound at a node whose LP was solved, at the LP's duals `lp_lambda`: over
-    /// the strengthened problem's rows when there are cuts.
-    fn lp_node_bound(&mut self, live: &[u32], lp_lambda: &[f64], picks: &mut Vec<u32>) -> f64 {
-        let Some(s) = self.strengthened else {
-            return lagrangian(self.c, self.fixed_value, &self.residual, live, lp_lambda, &mut self.reduced, picks);
-        };
-        self.lp_residual.copy_from_slice(&s.capacity);
-        for &i in &self.chosen {
-            for e in s.consumption(i) {
-                self.lp_residual[s.cons_row[e] as usize] -= s.cons_amount[e];
+    /// Reduced-value fixing, after the node's bound `bound` was evaluated (so `self.reduced` and
+    /// `picks` are its): forcing item i gives the bound `bound − best⁺(group) + rv_i` at these
+    /// multipliers, and an item whose forced bound cannot beat the incumbent leaves `live` (and
+    /// `picks`) for the whole subtree; `dropped` hears of each.
+    fn fix_by_reduced_value(&mut self, bound: f64, live: &mut Vec<u32>, picks: &mut Vec<u32>, mut dropped: impl FnMut(u32)) {
+        let c = self.c;
+        let mut best_of_group = 0.0;
+        let mut pick_index = 0;
+        let mut group = u32::MAX;
+        let mut kept = 0;
+        for k in 0..live.len() {
+            let i = live[k];
+            let g = c.item_group[i as usize];
+            if g != group {
+                group = g;
+                best_of_group = if pick_index < picks.len() && c.item_group[picks[pick_index] as usize] == g {
+                    pick_index += 1;
+                    self.reduced[picks[pick_index - 1] as usize]
+                } else {
+                    0.0
+                };
+            }
+            if self.prunable(bound - best_of_group + self.reduced[i as usize]) {
+                dropped(i);
+            } else {
+                live[kept] = i;
+                kept += 1;
             }
         }
-        lagrangian(s, self.fixed_value, &self.lp_residual, live, lp_lambda, &mut self.reduced, picks)
+        live.truncate(kept);
+        picks.retain(|&i| live.binary_search(&i).is_ok());
     }
 
-    /// The live item whose value in the node LP's point is closest to one half, if any is
-    /// fractional. (Branching on the one closest to 1 instead, a dive towards the LP's integral
-    /// part, needed 5 223 nodes on CATS `paths_g256` against 45, both with the LP re-solved at
-    /// every node.)
-    fn lp_branch(&self, live: &[u32]) -> Option<u32> {
-        let lp = self.lp.as_ref()?;
-        live.iter()
-            .map(|&i| (lp.item_value(i), i))
-            .filter(|&(x, _)| x > 1e-6 && x < 1.0 - 1e-6)
-            .min_by(|a, b| (a.0 - 0.5).abs().total_cmp(&(b.0 - 0.5).abs()))
-            .map(|(_, i)| i)
+    /// The relaxation's pick of the highest reduced value, or without picks the live item of the
+    /// highest reduced value (`live` is not empty): where the bound has most to lose.
+    fn most_valuable_pick(&self, live: &[u32], picks: &[u32]) -> u32 {
+        let by_reduced = |a: &&u32, b: &&u32| self.reduced[**a as usize].total_cmp(&self.reduced[**b as usize]);
+        *picks.iter().max_by(by_reduced).or_else(|| live.iter().max_by(by_reduced)).expect("live is not empty")
     }
 
     /// Explores the node whose live items are `self.live[depth]`; returns its bound.
@@ -406,32 +352,16 @@ impl<'a> Search<'a> {
             self.live[depth] = live;
             return self.fixed_value;
         }
+        // Subgradient steps start from the parent's multipliers.
         let mut lambda = std::mem::take(&mut self.lambda[depth]);
-        // With the node LP solved, its duals are the best multipliers and no step can improve
-        // them; otherwise subgradient steps start from them (or from the parent's).
-        let mut lp_lambda = std::mem::take(&mut self.lp_lambda);
-        let lp_solved = depth <= LP_MAX_DEPTH && self.solve_node_lp(&live, &mut lp_lambda);
-        if lp_solved {
-            lambda.copy_from_slice(&lp_lambda[..c.rows()]);
-        }
         let mut best_lambda = lambda.clone();
         let mut best_bound = f64::INFINITY;
-        let steps = if lp_solved {
-            0
-        } else if depth == 0 {
-            ROOT_STEPS
-        } else {
-            NODE_STEPS
-        };
+        let steps = if depth == 0 { ROOT_STEPS } else { NODE_STEPS };
         let mut step_scale = if depth == 0 { 1.0 } else { 0.5 };
         let mut stale = 0;
         let mut picks = std::mem::take(&mut self.picks);
         for step in 0..=steps {
-            let bound = if lp_solved {
-                self.lp_node_bound(&live, &lp_lambda, &mut picks)
-            } else {
-                lagrangian(c, self.fixed_value, &self.residual, &live, &lambda, &mut self.reduced, &mut picks)
-            };
+            let bound = lagrangian(c, self.fixed_value, &self.residual, &live, &lambda, &mut self.reduced, &mut picks);
             if bound < best_bound - 1e-12 * bound.abs() {
                 best_bound = bound;
                 best_lambda.copy_from_slice(&lambda);
@@ -480,47 +410,14 @@ impl<'a> Search<'a> {
         if self.prunable(best_bound) {
             self.picks = picks;
             self.lambda[depth] = lambda;
-            self.lp_lambda = lp_lambda;
             self.live[depth] = live;
             return best_bound;
         }
         // Branch at the best multipliers found.
         lambda.copy_from_slice(&best_lambda);
-        let bound = if lp_solved {
-            self.lp_node_bound(&live, &lp_lambda, &mut picks)
-        } else {
-            lagrangian(c, self.fixed_value, &self.residual, &live, &lambda, &mut self.reduced, &mut picks)
-        };
-        self.lp_lambda = lp_lambda;
-        // Reduced-value fixing: forcing item i gives the bound `bound − best⁺(group) + rv_i` at
-        // these multipliers; an item whose forced bound cannot beat the incumbent leaves the
-        // subtree for good.
+        let bound = lagrangian(c, self.fixed_value, &self.residual, &live, &lambda, &mut self.reduced, &mut picks);
         let mut live = live;
-        {
-            let mut best_of_group = 0.0;
-            let mut pick_index = 0;
-            let mut group = u32::MAX;
-            let mut kept = 0;
-            for k in 0..live.len() {
-                let i = live[k];
-                let g = c.item_group[i as usize];
-                if g != group {
-                    group = g;
-                    best_of_group = if pick_index < picks.len() && c.item_group[picks[pick_index] as usize] == g {
-                        pick_index += 1;
-                        self.reduced[picks[pick_index - 1] as usize]
-                    } else {
-                        0.0
-                    };
-                }
-                if !self.prunable(bound - best_of_group + self.reduced[i as usize]) {
-                    live[kept] = i;
-                    kept += 1;
-                }
-            }
-            live.truncate(kept);
-            picks.retain(|&i| live.binary_search(&i).is_ok());
-        }
+        self.fix_by_reduced_value(bound, &mut live, &mut picks, |_| {});
         if live.is_empty() {
             self.try_selection(&[]);
             self.picks = picks;
@@ -528,28 +425,13 @@ impl<'a> Search<'a> {
             self.live[depth] = live;
             return best_bound;
         }
-            // Branch on the live item whose LP value is closest to one half, if any is fractional
-        // (both branches then move the LP the most); otherwise on the relaxation's most
-        // valuable pick.
-        let lp_branch = if lp_solved { self.lp_branch(&live) } else { None };
-        let branch = lp_branch.unwrap_or_else(|| picks
-            .iter()
-            .copied()
-            .max_by(|&a, &b| self.reduced[a as usize].total_cmp(&self.reduced[b as usize]))
-            .unwrap_or_else(|| {
-                live.iter()
-                    .copied()
-                    .max_by(|&a, &b| self.reduced[a as usize].total_cmp(&self.reduced[b as usize]))
-                    .expect("live is not empty")
-            }));
+        let branch = self.most_valuable_pick(&live, &picks);
         self.picks = picks;
         if self.live.len() <= depth + 1 {
             self.live.push(Vec::new());
             self.lambda.push(vec![0.0; c.rows()]);
         }
 
-        // The LP as this node left it, for the second branch to start from (see `saved_lp`).
-        let saved = lp_solved && depth < LP_MAX_DEPTH && self.save_lp(depth);
         // Take `branch`.
         let group = c.item_group[branch as usize];
         for e in c.consumption(branch) {
@@ -573,9 +455,6 @@ impl<'a> Search<'a> {
 
         // Leave `branch` out.
         if !self.aborted && !self.prunable(best_bound) {
-            if saved {
-                self.restore_lp(depth);
-            }
             let mut child = std::mem::take(&mut self.live[depth + 1]);
             child.clear();
             child.extend(live.iter().copied().filter(|&i| i != branch));

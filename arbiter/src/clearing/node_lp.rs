@@ -113,6 +113,11 @@ pub(crate) struct NodeLp {
     rho: Vec<f64>,
     /// Whether the dual simplex prices its leaving row by dual steepest edge.
     steepest_edge: bool,
+    /// With `steepest_edge`, the squared length of each row of the basis inverse, kept up to
+    /// date by every pivot; empty until first needed and after each refresh.
+    edge_weights: Vec<f64>,
+    /// Scratch for `pivot`: each row's product with the pivot row.
+    tau: Vec<f64>,
     /// The basic variables outside their bounds: (position, by how much, the bound).
     outside: Vec<(u32, f64, f64)>,
 }
@@ -195,6 +200,8 @@ impl NodeLp {
             alpha: vec![0.0; m],
             rho: vec![0.0; m],
             steepest_edge: false,
+            edge_weights: Vec::new(),
+            tau: Vec::new(),
             outside: Vec::new(),
         })
     }
@@ -210,37 +217,28 @@ impl NodeLp {
     }
 
     /// Makes the dual simplex choose its leaving row by dual steepest edge: the primal
-    /// infeasibility over the length of the basis inverse's row. Where a re-solve takes hundreds
+    /// infeasibility over the length of the basis inverse's row (exact: computed once from the
+    /// explicit inverse, then updated by each pivot in the pass that updates the inverse, and
+    /// recomputed at each refresh). Where a re-solve takes hundreds
     /// of pivots (nodes far from the last one, on CATS `regions_g256`) that cut their number 2.4
     /// fold; where it takes a few (the depth-first search's near-root nodes) it only costs.
     pub fn use_steepest_edge(&mut self) {
         self.steepest_edge = true;
     }
 
-    /// The squared lengths of the rows of the basis inverse that `outside` lists, into `rho`
-    /// (free until the pivot row is read). The inverse is column-major: a few rows are read
-    /// row by row (a cache miss per entry), more in one pass over the whole inverse.
-    fn edge_weights(&mut self, m: usize) {
-        const ROW_BY_ROW: usize = 8;
-        let k = self.outside.len();
-        if k <= ROW_BY_ROW {
-            for (w, &(i, _, _)) in self.rho.iter_mut().zip(&self.outside) {
-                *w = (0..m).map(|c| self.binv[c * m + i as usize].powi(2)).sum::<f64>();
-            }
-        } else {
-            // Every row's length in `alpha` (free until the entering column is computed).
-            self.alpha.iter_mut().for_each(|w| *w = 0.0);
-            for c in 0..m {
-                for (w, b) in self.alpha.iter_mut().zip(&self.binv[c * m..(c + 1) * m]) {
-                    *w += b * b;
-                }
-            }
-            for (w, &(i, _, _)) in self.rho.iter_mut().zip(&self.outside) {
-                *w = self.alpha[i as usize];
+    /// Every row's squared length, from the inverse itself: one pass over it. After that each
+    /// pivot updates them (`pivot`), until a refresh recomputes the inverse.
+    fn exact_edge_weights(&mut self) {
+        let m = self.m;
+        self.edge_weights.clear();
+        self.edge_weights.resize(m, 0.0);
+        for c in 0..m {
+            for (w, b) in self.edge_weights.iter_mut().zip(&self.binv[c * m..(c + 1) * m]) {
+                *w += b * b;
             }
         }
-        for w in &mut self.rho[..k] {
-            *w = w.max(1e-300);
+        for w in &mut self.edge_weights {
+            *w = w.max(1e-12);
         }
     }
 
@@ -443,6 +441,8 @@ impl NodeLp {
     /// Recomputes the duals `y = c_B B⁻¹` and the basic values `B⁻¹ (b − Σ_nonbasic a_j x_j)`.
     fn refresh(&mut self) {
         let m = self.m;
+        // The steepest-edge weights are recomputed exactly from the fresh inverse when next used.
+        self.edge_weights.clear();
         let mut b = self.rhs.clone();
         for j in 0..self.n {
             if self.position[j] == NONE {
@@ -610,18 +610,44 @@ impl NodeLp {
         let m = self.m;
         let alpha_p = self.alpha[p];
         let ratio = d / alpha_p;
+        let weighted = self.edge_weights.len() == m;
+        if weighted {
+            self.tau.clear();
+            self.tau.resize(m, 0.0);
+        }
         for c in 0..m {
             let t = self.binv[c * m + p];
             if t == 0.0 {
                 continue;
             }
             self.y[c] += ratio * t;
-            let t = t / alpha_p;
+            let scaled = t / alpha_p;
             let column = &mut self.binv[c * m..(c + 1) * m];
-            for (x, &a) in column.iter_mut().zip(&self.alpha) {
-                *x -= a * t;
+            if weighted {
+                // The same pass accumulates each row's product with row p (old values), which
+                // the steepest-edge weights need below.
+                for ((x, &a), tau) in column.iter_mut().zip(&self.alpha).zip(self.tau.iter_mut()) {
+                    *tau += *x * t;
+                    *x -= a * scaled;
+                }
+            } else {
+                for (x, &a) in column.iter_mut().zip(&self.alpha) {
+                    *x -= a * scaled;
+                }
             }
-            column[p] = t;
+            column[p] = scaled;
+        }
+        if weighted {
+            // Row i becomes r_i − (α_i / α_p) r_p and row p becomes r_p / α_p, so the squared
+            // lengths follow exactly from the old ones and the products with r_p.
+            let weight_p = self.tau[p];
+            for (i, (w, (&a, &tau))) in self.edge_weights.iter_mut().zip(self.alpha.iter().zip(&self.tau)).enumerate() {
+                if i != p && a != 0.0 {
+                    let r = a / alpha_p;
+                    *w = (*w - 2.0 * r * tau + r * r * weight_p).max(1e-12);
+                }
+            }
+            self.edge_weights[p] = (weight_p / (alpha_p * alpha_p)).max(1e-12);
         }
         let left = self.basis[p] as usize;
         self.position[left] = NONE;
@@ -721,8 +747,7 @@ impl NodeLp {
         let limit = self.pivots.saturating_add(max_pivots);
         loop {
             // Leaving: the basic variable furthest outside its bounds, squared; with steepest
-            // edge, over the squared length of its row of the basis inverse, which the explicit
-            // inverse gives exactly.
+            // edge, over the squared length of its row of the basis inverse.
             self.outside.clear();
             for i in 0..m {
                 let v = self.basis[i] as usize;
@@ -734,13 +759,13 @@ impl NodeLp {
                     self.outside.push((i as u32, x - hi, hi));
                 }
             }
-            if self.steepest_edge {
-                self.edge_weights(m);
+            if self.steepest_edge && self.edge_weights.len() != m {
+                self.exact_edge_weights();
             }
             let mut leaving: Option<(usize, f64)> = None;
             let mut worst = 0.0;
-            for (k, &(i, outside, target)) in self.outside.iter().enumerate() {
-                let weight = if self.steepest_edge { self.rho[k] } else { 1.0 };
+            for &(i, outside, target) in &self.outside {
+                let weight = if self.steepest_edge { self.edge_weights[i as usize] } else { 1.0 };
                 if outside * outside > worst * weight {
                     worst = outside * outside / weight;
                     leaving = Some((i as usize, target));

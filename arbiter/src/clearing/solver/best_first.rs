@@ -1,19 +1,19 @@
-//! Best-first branch-and-bound on the node LP, for set-packing problems whose depth-first search
-//! does not close the gap.
+//! Best-first branch-and-bound on the node LP: the search for every many-row (set-packing)
+//! problem whose root LP was solved.
 //!
 //! Why: on CATS `regions_g256` the root LP, even tightened by clique cuts, sits 3.9 % above the
-//! optimum, and the depth-first search (LP bounds near the root, subgradient steps below) spent
-//! its 60 s in subtrees that a better incumbent or a tighter bound would have cut off: it was
-//! still 1.3 % short of the optimum in allocation and far from a proof. What closes such a gap is
-//! a bound that falls with depth, at every node, and an order that spends the nodes where the
-//! bound is highest, so that the proof only visits nodes that could beat the optimum. Here every
-//! node re-solves the LP with the root's cuts (dual simplex from wherever the last node left the
-//! basis, which stays dual feasible under any bound changes), prices its bound as the Lagrangian
-//! at the LP's duals (valid whatever the LP's accuracy), and the open nodes wait in a heap by
-//! bound. A node's children are explored at once (a *plunge*) while they stay in the upper
-//! three quarters of the gap between the incumbent and the best open bound: a child differs from its parent by
-//! one bound, so its LP takes a pivot or a few, and plunges are what find good allocations; the
-//! jumps that best-first order makes cost tens of pivots each.
+//! optimum, and the depth-first search that ran before this one (LP bounds near the root,
+//! subgradient steps below) spent its 60 s in subtrees that a tighter bound would have cut off:
+//! it was 5.6 % short of the optimum in allocation and far from a proof, and given the optimum
+//! as a warm start it still did not finish. What closes such a gap is a bound that falls with
+//! depth, at every node, and an order that spends the nodes where the bound is highest. Here
+//! every node re-solves the LP with the root's cuts (dual simplex from wherever the last node
+//! left the basis, which stays dual feasible under any bound changes), prices its bound as the
+//! Lagrangian at the LP's duals (valid whatever the LP's accuracy), and the open nodes wait in a
+//! heap by bound. A node's children are explored at once (a *plunge*) while they stay in the
+//! upper three quarters of the gap between the incumbent and the best open bound: a child's LP
+//! starts from its parent's basis, which a jump across the tree does not, and plunges are what
+//! find good allocations.
 //!
 //! A node is stored as its branching decision and a link to its parent, plus the items that
 //! reduced-value fixing removed there (valid for its whole subtree, since the incumbent only

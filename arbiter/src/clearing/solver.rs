@@ -129,10 +129,10 @@ pub(crate) fn lagrangian_search(
     if let Some(g) = removed_group.and_then(|g| c.group_compiled[g]) {
         group_open[g as usize] = false;
     }
-    // The LP at the root (see `node_lp`), which the nodes near the root re-solve for their
-    // multipliers and round for incumbents, tightened by clique cuts (see `cliques`) whose duals
-    // those nodes' bounds price as rows. Without an optimal root (out of time, or too many rows
-    // for its inverse) the search prices the rows by subgradient steps alone.
+    // The LP at the root (see `node_lp`), tightened by clique cuts (see `cliques`), which the
+    // best-first search re-solves at every node and whose duals price the cuts as rows of the
+    // node's bound. Without an optimal root (out of time, or too many rows for its inverse) the
+    // search is depth first and prices the problem's own rows by subgradient steps alone.
     let mut lp = NodeLp::new(c, &c.capacity, &group_open)
         .and_then(|mut lp| (lp.primal(deadline) == LpStatus::Optimal).then_some(lp));
     let cuts = match lp.as_mut() {
@@ -140,14 +140,9 @@ pub(crate) fn lagrangian_search(
         None => Vec::new(),
     };
     let strengthened = (!cuts.is_empty()).then(|| c.with_cut_rows(&cuts));
-    // The deeper nodes, which price the rows by subgradient steps, keep to the problem's own
-    // rows: with the cuts as rows too, each item's consumption grew tenfold on CATS `arbitrary`
-    // (lifted cliques have a hundred members) and the steps converged more slowly over the extra
-    // multipliers: `arbitrary_g50_b500_0000` took 2.7 times the nodes and 4 times as long.
     let mut search = Search::new(c, deadline, relative_gap);
     if let Some(s) = strengthened.as_ref() {
         search.strengthened = Some(s);
-        search.lp_lambda = vec![0.0; s.rows()];
         search.lp_residual = vec![0; s.rows()];
     }
     search.group_open = group_open;
@@ -209,9 +204,7 @@ struct Search<'a> {
     /// The problem with the root's clique cuts as rows (see `cliques`), if it has any: the node
     /// LP carries them, and the bound at a node that solved it prices them at the LP's duals.
     strengthened: Option<&'a Compiled>,
-    /// The node LP's duals (of the strengthened problem's rows, if any) and that problem's
-    /// residual at the node.
-    lp_lambda: Vec<f64>,
+    /// The strengthened problem's residual at the node.
     lp_residual: Vec<u64>,
     scratch_bounds: Vec<ItemBound>,
 }
@@ -240,7 +233,6 @@ impl<'a> Search<'a> {
             scratch_order: Vec::new(),
             lp: None,
             strengthened: None,
-            lp_lambda: vec![0.0; c.rows()],
             lp_residual: Vec::new(),
             scratch_bounds: Vec::new(),
         }
@@ -296,6 +288,16 @@ impl<'a> Search<'a> {
             }
         }
         self.aborted
+    }
+
+    /// Tries the relaxation's picks, most valuable reduced value first, as an allocation.
+    fn try_picks(&mut self, picks: &[u32]) {
+        let mut order = std::mem::take(&mut self.scratch_order);
+        order.clear();
+        order.extend_from_slice(picks);
+        order.sort_unstable_by(|&a, &b| self.reduced[b as usize].total_cmp(&self.reduced[a as usize]));
+        self.try_selection(&order);
+        self.scratch_order = order;
     }
 
     /// Reduced-value fixing, after the node's bound `bound` was evaluated (so `self.reduced` and
@@ -379,12 +381,7 @@ impl<'a> Search<'a> {
             }
             // The relaxation's own choice, repaired greedily, is often a good allocation.
             if depth == 0 || step == 0 {
-                let mut order = std::mem::take(&mut self.scratch_order);
-                order.clear();
-                order.extend_from_slice(&picks);
-                order.sort_unstable_by(|&a, &b| self.reduced[b as usize].total_cmp(&self.reduced[a as usize]));
-                self.try_selection(&order);
-                self.scratch_order = order;
+                self.try_picks(&picks);
             }
             if self.prunable(best_bound) {
                 break;

@@ -40,6 +40,11 @@ const PLUNGE: f64 = 0.25;
 /// `regions_g256` a few hundred on average).
 const MAX_PIVOTS: u64 = 2000;
 
+/// An LP value that is neither 0 nor 1 (beyond the LP's rounding).
+fn is_fractional(x: f64) -> bool {
+    x > 1e-6 && x < 1.0 - 1e-6
+}
+
 /// One node of the tree.
 struct Record {
     parent: u32,
@@ -148,7 +153,8 @@ impl<'a> Search<'a> {
         let mut live = Vec::new();
         let mut picks = Vec::new();
         let mut dropped = Vec::new();
-        let mut lp_lambda = std::mem::take(&mut self.lp_lambda);
+        // The node LP's duals of the rows its bound prices (the strengthened problem's, if any).
+        let mut lp_lambda = vec![0.0; self.strengthened.map_or(c.rows(), |s| s.rows())];
         let mut unexplored = f64::NEG_INFINITY;
         let mut diving = true;
         if let Some(lp) = self.lp.as_mut() {
@@ -176,7 +182,7 @@ impl<'a> Search<'a> {
                 self.try_selection(&[]);
                 continue;
             }
-            let lp_solved = self.solve_node_lp(&live, &mut lp_lambda, MAX_PIVOTS);
+            let lp_solved = self.solve_node_lp(&live, &mut lp_lambda);
             if !lp_solved {
                 // Out of pivots: the LP's current duals are still multipliers (at least 0), so
                 // the Lagrangian at them is a valid if weaker bound.
@@ -204,7 +210,7 @@ impl<'a> Search<'a> {
             // they know anything, on the most fractional item.
             let branch = match self.lp.as_ref() {
                 Some(lp) if lp_solved => pseudo
-                    .choose(live.iter().map(|&i| (i, lp.item_value(i))).filter(|&(_, x)| x > 1e-6 && x < 1.0 - 1e-6))
+                    .choose(live.iter().map(|&i| (i, lp.item_value(i))).filter(|&(_, x)| is_fractional(x)))
                     .or_else(|| self.lp_branch(&live)),
                 _ => None,
             };
@@ -228,7 +234,6 @@ impl<'a> Search<'a> {
             }
             open.push(second);
         }
-        self.lp_lambda = lp_lambda;
         if let Some(top) = open.peek() {
             unexplored = unexplored.max(top.bound);
         }
@@ -287,8 +292,8 @@ impl<'a> Search<'a> {
     /// Brings the node LP's bounds to this node (the chosen items at 1, the `live` ones free,
     /// every other at 0), re-solves it, and on success puts its row duals in `lambda` and tries
     /// its rounding as an allocation. `false` when there is no LP or it did not reach an optimum
-    /// within `max_pivots`.
-    fn solve_node_lp(&mut self, live: &[u32], lambda: &mut [f64], max_pivots: u64) -> bool {
+    /// within [`MAX_PIVOTS`].
+    fn solve_node_lp(&mut self, live: &[u32], lambda: &mut [f64]) -> bool {
         let Some(lp) = self.lp.as_mut() else {
             return false;
         };
@@ -306,7 +311,7 @@ impl<'a> Search<'a> {
             lp.set_bound(i as u32, want);
         }
         self.scratch_bounds = wanted;
-        if lp.dual(max_pivots, self.deadline) != LpStatus::Optimal {
+        if lp.dual(MAX_PIVOTS, self.deadline) != LpStatus::Optimal {
             return false;
         }
         lp.row_duals(lambda);
@@ -340,19 +345,9 @@ impl<'a> Search<'a> {
         let lp = self.lp.as_ref()?;
         live.iter()
             .map(|&i| (lp.item_value(i), i))
-            .filter(|&(x, _)| x > 1e-6 && x < 1.0 - 1e-6)
+            .filter(|&(x, _)| is_fractional(x))
             .min_by(|a, b| (a.0 - 0.5).abs().total_cmp(&(b.0 - 0.5).abs()))
             .map(|(_, i)| i)
-    }
-
-    /// Tries the relaxation's picks, most valuable reduced value first, as an allocation.
-    fn try_picks(&mut self, picks: &[u32]) {
-        let mut order = std::mem::take(&mut self.scratch_order);
-        order.clear();
-        order.extend_from_slice(picks);
-        order.sort_unstable_by(|&a, &b| self.reduced[b as usize].total_cmp(&self.reduced[a as usize]));
-        self.try_selection(&order);
-        self.scratch_order = order;
     }
 }
 

@@ -99,7 +99,7 @@ SAMPLE_FIELDS = [
     "psi_io_some", "psi_io_full",
     "counter_source", "instructions", "cycles", "llc_misses", "branch_misses", "task_clock_ms",
     "context_switches", "page_faults", "cpu_migrations",
-    "sched_source", "run_delay_ms", "throttled_ms",
+    "sched_source", "run_delay_ms", "throttled_ms", "cpu_quota_millicores", "cpu_cap_millicores",
     "host_cpu_cores", "loadavg1",
 ]
 SEGMENT_FIELDS = [
@@ -152,6 +152,16 @@ def parse_throttled_ns(text):
         return ns
     us = flat_keyed(text, "throttled_usec")
     return us * 1000 if us is not None else None
+
+
+def parse_cfs_quota_millicores(quota_us, period_us):
+    """A v1 cpu quota in millicores from `cpu.cfs_quota_us` and `cpu.cfs_period_us` (-1: none),
+    as agent/src/monitor/sched.rs parses it."""
+    try:
+        quota, period = int(quota_us.strip()), int(period_us.strip())
+    except (AttributeError, ValueError):
+        return None
+    return quota * 1000.0 / period if quota > 0 and period > 0 else None
 
 
 def read_run_delays(tids):
@@ -313,6 +323,11 @@ class WorkloadCgroup:
     def read_throttled_ns(self):
         return parse_throttled_ns(read_text(os.path.join(self.dirs["cpu"], "cpu.stat")))
 
+    def read_cpu_quota_millicores(self):
+        d = self.dirs["cpu"]
+        return parse_cfs_quota_millicores(read_text(os.path.join(d, "cpu.cfs_quota_us")),
+                                          read_text(os.path.join(d, "cpu.cfs_period_us")))
+
     def read_cpu_ns(self):
         text = read_text(os.path.join(self.dirs["cpuacct"], "cpuacct.usage"))
         return int(text) if text and text.strip().isdigit() else None
@@ -407,6 +422,11 @@ class WorkloadCgroup:
             row["throttled_ms"] = rate("throttled") / 1e6
         else:
             row["run_delay_ms"] = row["throttled_ms"] = None
+        # The cap as the agent computes it: the quota, or the host's cpus where those are fewer
+        # (the collection's cgroups have no cpuset of their own).
+        quota, cpus = self.read_cpu_quota_millicores(), 1000.0 * len(online_cpus())
+        row["cpu_quota_millicores"] = quota
+        row["cpu_cap_millicores"] = min(quota, cpus) if quota else cpus
         reading["at"] = now
         self.last = reading
         return row

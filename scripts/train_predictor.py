@@ -40,14 +40,15 @@ import torch.nn.functional as F
 WINDOW = 8
 SLOTS = 32
 INTERVAL_MS = 1000
-INTERFACE = 2
+INTERFACE = 3
 MIB = float(1 << 20)
 FEATURE_NAMES = [
     "cpu_cores", "memory_log_mib", "disk_read_log_mibps", "disk_write_log_mibps", "net_rx_log_mibps",
     "net_tx_log_mibps", "psi_cpu_some", "psi_cpu_full", "psi_memory_some", "psi_memory_full", "psi_io_some",
     "psi_io_full", "psi_present", "task_clock_cores", "context_switches_log_k", "page_faults_log_k", "ipc",
     "llc_mpki", "hardware_counters_present", "run_delay_cores", "throttled_cores", "cpu_wait_share",
-    "scheduler_present",
+    "scheduler_present", "cpu_cap_cores", "cpu_quota_present", "cpu_headroom_cores", "cpu_demand_cores",
+    "uncontended_cpu_ratio_log",
 ]
 NUM_FEATURES = len(FEATURE_NAMES)
 USAGE = 6
@@ -65,12 +66,14 @@ NUMERIC_SAMPLE_COLUMNS = [
     "cpu_millicores", "memory_bytes", "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps",
     "psi_cpu_some", "psi_cpu_full", "psi_memory_some", "psi_memory_full", "psi_io_some", "psi_io_full",
     "instructions", "cycles", "llc_misses", "task_clock_ms", "context_switches", "page_faults",
-    "run_delay_ms", "throttled_ms",
+    "run_delay_ms", "throttled_ms", "cpu_quota_millicores", "cpu_cap_millicores",
 ]
+# The least cpu use the uncontended ratio divides by (cores), as in predictor/src/features.rs.
+MIN_RATIO_CORES = 0.01
 
 
 def features_of(row):
-    """The 23 features of one sample, per the table in predictor/MODEL_INTERFACE.md."""
+    """The 28 features of one sample, per the table in predictor/MODEL_INTERFACE.md."""
     z = lambda v: 0.0 if v is None or not math.isfinite(v) else v
     lg = lambda v, scale: math.log1p(max(z(v), 0.0) / scale)
     g = {k: fnum(row.get(k)) for k in NUMERIC_SAMPLE_COLUMNS}
@@ -81,6 +84,11 @@ def features_of(row):
     cpu = max(z(g["cpu_millicores"]), 0.0) / 1000.0
     contention_wait = max(z(g["run_delay_ms"]) - z(g["throttled_ms"]), 0.0) / 1000.0
     wait_share = contention_wait / (cpu + contention_wait) if cpu + contention_wait > 0 else 0.0
+    # What it would run alone: what it ran and waited for, up to its cap (quota or cpus).
+    cap_ms = g["cpu_cap_millicores"]
+    cap = cap_ms / 1000.0 if cap_ms is not None and math.isfinite(cap_ms) and cap_ms > 0 else None
+    ran = max(cpu, MIN_RATIO_CORES)
+    alone = cpu + contention_wait if cap is None else min(cpu + contention_wait, cap)
     return [
         z(g["cpu_millicores"]) / 1000.0,
         lg(g["memory_bytes"], MIB),
@@ -105,6 +113,11 @@ def features_of(row):
         z(g["throttled_ms"]) / 1000.0,
         wait_share,
         0.0 if g["run_delay_ms"] is None else 1.0,
+        0.0 if cap is None else cap,
+        0.0 if g["cpu_quota_millicores"] is None else 1.0,
+        0.0 if cap is None else cap - cpu,
+        cpu + z(g["run_delay_ms"]) / 1000.0,
+        math.log(max(alone, ran) / ran),
     ]
 
 

@@ -177,6 +177,22 @@ fn a_burner_under_a_quota_is_throttled_and_waits_whenever_it_does_not_run() {
     // the interval, less what the two readings' few milliseconds apart blur.
     let accounted = waited + second.usage.cpu_millicores;
     assert!((accounted - 1000.0).abs() < 100.0, "ran {:.0} + waited {waited:.0} ms per s", second.usage.cpu_millicores);
+    // The quota is read back, and it is the cap: the host has more than a fifth of a cpu.
+    assert_eq!(second.scheduler.cpu_quota_millicores, Some(200.0));
+    assert_eq!(second.scheduler.cpu_cap_millicores, Some(200.0));
+}
+
+#[test]
+fn a_workload_without_a_quota_is_capped_by_the_hosts_cpus() {
+    require_root();
+    let layout = CgroupLayout::read();
+    let burner = Burner::start_with_quota(&layout, None);
+    let mut m = Monitor::new(&layout, WorkloadTarget { cgroup: Some(burner.name.clone()), pids: Vec::new() })
+        .expect("monitor for the burner's cgroup");
+    let sample = m.sample().expect("sample");
+    assert_eq!(sample.scheduler.cpu_quota_millicores, None);
+    let cpus = std::fs::read_to_string("/sys/devices/system/cpu/online").map(|t| monitor::perf::parse_cpu_list(&t).len()).unwrap();
+    assert_eq!(sample.scheduler.cpu_cap_millicores, Some(cpus as f64 * 1000.0));
 }
 
 #[test]

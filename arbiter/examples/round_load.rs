@@ -125,7 +125,12 @@ fn telemetry(h: usize, w: usize, round: RoundId) -> TelemetrySample {
             page_faults: Some(10.0),
             cpu_migrations: Some(5.0),
         },
-        scheduler: Scheduler { run_delay_ms: Some(40.0), throttled_ms: Some(0.0) },
+        scheduler: Scheduler {
+            run_delay_ms: Some(40.0),
+            throttled_ms: Some(0.0),
+            cpu_quota_millicores: None,
+            cpu_cap_millicores: Some(2000.0),
+        },
     }
 }
 

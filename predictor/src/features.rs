@@ -1,4 +1,4 @@
-//! The model's features: one `TelemetrySample` becomes the 23 numbers the model was trained on.
+//! The model's features: one `TelemetrySample` becomes the 28 numbers the model was trained on.
 //!
 //! This file and the training script implement the same table, `predictor/MODEL_INTERFACE.md`;
 //! a feature computed differently here than in training would silently skew every forecast, so
@@ -9,7 +9,7 @@ use entente_protocol::messages::telemetry::MAX_RATE;
 use entente_protocol::{CounterSource, PsiSource, TelemetrySample, Usage};
 
 /// Features per workload per interval (F).
-pub const FEATURES: usize = 23;
+pub const FEATURES: usize = 28;
 
 /// Usage figures the model predicts (features 0–5, in the same units).
 pub const USAGE_FIGURES: usize = 6;
@@ -39,6 +39,11 @@ pub const FEATURE_NAMES: [&str; FEATURES] = [
     "throttled_cores",
     "cpu_wait_share",
     "scheduler_present",
+    "cpu_cap_cores",
+    "cpu_quota_present",
+    "cpu_headroom_cores",
+    "cpu_demand_cores",
+    "uncontended_cpu_ratio_log",
 ];
 
 /// One workload's features for one interval.
@@ -60,6 +65,10 @@ fn or_zero(v: Option<f64>) -> f64 {
     v.filter(|x| x.is_finite()).unwrap_or(0.0)
 }
 
+/// The least cpu use the uncontended-ratio feature divides by, in cores: an idle workload's ratio
+/// stays finite and says nothing.
+const MIN_RATIO_CORES: f64 = 0.01;
+
 /// `num / den` when both are present and `den > 0`, else 0.
 fn ratio(num: Option<f64>, den: Option<f64>) -> f64 {
     match (num, den) {
@@ -79,6 +88,13 @@ pub fn features(sample: &TelemetrySample) -> FeatureVector {
     let cpu = u.cpu_millicores.max(0.0) / 1000.0;
     let contention_wait = (or_zero(s.run_delay_ms) - or_zero(s.throttled_ms)).max(0.0) / 1000.0;
     let wait_share = ratio(Some(contention_wait), Some(cpu + contention_wait));
+    // What the workload would run alone: what it ran plus what it waited for others, up to its
+    // cap. Over what it ran, that is the slowdown a purely cpu-bound workload would show; the
+    // model corrects it for everything else. Without a cap (an older agent) it is uncapped.
+    let cap = s.cpu_cap_millicores.filter(|c| c.is_finite() && *c > 0.0).map(|c| c / 1000.0);
+    let ran = cpu.max(MIN_RATIO_CORES);
+    let alone = cap.map_or(cpu + contention_wait, |cap| (cpu + contention_wait).min(cap));
+    let uncontended_ratio = (alone.max(ran) / ran).ln();
     let values: [f64; FEATURES] = [
         u.cpu_millicores / 1000.0,
         log_scaled(u.memory_bytes, MIB),
@@ -103,6 +119,11 @@ pub fn features(sample: &TelemetrySample) -> FeatureVector {
         or_zero(s.throttled_ms) / 1000.0,
         wait_share,
         if s.run_delay_ms.is_some() { 1.0 } else { 0.0 },
+        cap.unwrap_or(0.0),
+        if s.cpu_quota_millicores.is_some() { 1.0 } else { 0.0 },
+        cap.map_or(0.0, |cap| cap - cpu),
+        cpu + or_zero(s.run_delay_ms) / 1000.0,
+        uncontended_ratio,
     ];
     values.map(|v| if v.is_finite() { v as f32 } else { 0.0 })
 }
@@ -160,7 +181,7 @@ mod tests {
                 page_faults: None,
                 cpu_migrations: None,
             },
-            scheduler: Scheduler { run_delay_ms: None, throttled_ms: None },
+            scheduler: Scheduler::default(),
         }
     }
 
@@ -259,7 +280,7 @@ mod tests {
     fn scheduler_figures_separate_contention_from_throttling() {
         let mut s = sample();
         s.usage.cpu_millicores = 600.0;
-        s.scheduler = Scheduler { run_delay_ms: Some(900.0), throttled_ms: Some(500.0) };
+        s.scheduler = Scheduler { run_delay_ms: Some(900.0), throttled_ms: Some(500.0), ..Scheduler::default() };
         let f = features(&s);
         assert!(close(f[19], 0.9));
         assert!(close(f[20], 0.5));
@@ -271,9 +292,43 @@ mod tests {
         assert_eq!(features(&s)[21], 0.0);
         // Nothing run and nothing waited: no share, not a division by zero.
         s.usage.cpu_millicores = 0.0;
-        s.scheduler = Scheduler { run_delay_ms: Some(0.0), throttled_ms: None };
+        s.scheduler = Scheduler { run_delay_ms: Some(0.0), throttled_ms: None, ..Scheduler::default() };
         assert_eq!(features(&s)[21], 0.0);
         assert_eq!(features(&s)[22], 1.0, "measured, and zero");
+    }
+
+    #[test]
+    fn the_cap_bounds_what_a_workload_would_run_alone() {
+        let mut s = sample();
+        // Two threads under a one-core quota, running 0.6 cores beside a neighbour: they waited
+        // 1.4 cores' worth, but alone they would run one core, not two.
+        s.usage.cpu_millicores = 600.0;
+        s.scheduler = Scheduler {
+            run_delay_ms: Some(1400.0),
+            throttled_ms: Some(0.0),
+            cpu_quota_millicores: Some(1000.0),
+            cpu_cap_millicores: Some(1000.0),
+        };
+        let f = features(&s);
+        assert_eq!((f[23], f[24]), (1.0, 1.0));
+        assert!(close(f[25], 0.4), "headroom: cap less use");
+        assert!(close(f[26], 2.0), "demand: run plus waited");
+        assert!(close(f[27], (1.0f64 / 0.6).ln()));
+        // Without a quota the cap is the host's cpus: two cores, all of which it would get.
+        s.scheduler.cpu_quota_millicores = None;
+        s.scheduler.cpu_cap_millicores = Some(2000.0);
+        let f = features(&s);
+        assert_eq!((f[23], f[24]), (2.0, 0.0));
+        assert!(close(f[27], (2.0f64 / 0.6).ln()));
+        // A sample from an agent that sends no cap: the wanted cpu is not capped.
+        s.scheduler.cpu_cap_millicores = None;
+        let f = features(&s);
+        assert_eq!((f[23], f[25]), (0.0, 0.0));
+        assert!(close(f[27], (2.0f64 / 0.6).ln()));
+        // Idle: no ratio from a division by nothing.
+        s.usage.cpu_millicores = 0.0;
+        s.scheduler = Scheduler::default();
+        assert_eq!(features(&s)[27], 0.0);
     }
 
     #[test]

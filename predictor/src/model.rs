@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 
 /// The interface version this service implements (`interface` in the sidecar).
-pub const INTERFACE: u32 = 2;
+pub const INTERFACE: u32 = 3;
 /// The window of the interface's reference model (T): history kept even before a model loads.
 pub const DEFAULT_WINDOW: usize = 8;
 /// The model file inside a model directory.
@@ -268,7 +268,7 @@ mod tests {
 
     fn sidecar_json() -> serde_json::Value {
         serde_json::json!({
-            "interface": 2, "version": "v-test", "window": 8, "slots": 32, "features": 23,
+            "interface": 3, "version": "v-test", "window": 8, "slots": 32, "features": 28,
             "interval_ms": 1000, "feature_names": FEATURE_NAMES, "trained_on": "nothing"
         })
     }

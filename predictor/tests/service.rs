@@ -131,7 +131,12 @@ fn sample(host: &str, workload: &str, at_unix_ms: u64, cpu_millicores: f64, cpu_
             page_faults: Some(100.0),
             cpu_migrations: Some(10.0),
         },
-        scheduler: Scheduler { run_delay_ms: Some(cpu_stall * 10.0), throttled_ms: Some(0.0) },
+        scheduler: Scheduler {
+            run_delay_ms: Some(cpu_stall * 10.0),
+            throttled_ms: Some(0.0),
+            cpu_quota_millicores: None,
+            cpu_cap_millicores: Some(2000.0),
+        },
     }
 }
 

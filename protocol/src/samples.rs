@@ -79,7 +79,12 @@ pub fn telemetry() -> TelemetrySample {
             page_faults: Some(12.0),
             cpu_migrations: Some(3.0),
         },
-        scheduler: Scheduler { run_delay_ms: Some(310.0), throttled_ms: Some(0.0) },
+        scheduler: Scheduler {
+            run_delay_ms: Some(310.0),
+            throttled_ms: Some(0.0),
+            cpu_quota_millicores: Some(1500.0),
+            cpu_cap_millicores: Some(1500.0),
+        },
     }
 }
 

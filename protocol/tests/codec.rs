@@ -129,8 +129,23 @@ fn telemetry_from_an_agent_without_scheduler_figures_still_decodes() {
     body.retain(|(k, _)| k.as_str() != Some("scheduler"));
     set(&mut v, &["body"], Value::Map(body));
     let decoded = decode::<TelemetrySample>(&encode_value(&v)).unwrap();
-    assert_eq!(decoded.scheduler, Scheduler { run_delay_ms: None, throttled_ms: None });
+    assert_eq!(decoded.scheduler, Scheduler::default());
     assert_eq!(TelemetrySample { scheduler: samples::telemetry().scheduler, ..decoded }, samples::telemetry());
+}
+
+#[test]
+fn telemetry_from_an_agent_without_the_cpu_cap_still_decodes() {
+    let mut v = generic(&encode(&samples::telemetry()).unwrap());
+    let Value::Map(mut scheduler) = get(get(&v, "body"), "scheduler").clone() else { panic!("scheduler is a map") };
+    scheduler.retain(|(k, _)| !matches!(k.as_str(), Some("cpu_quota_millicores" | "cpu_cap_millicores")));
+    set(&mut v, &["body", "scheduler"], Value::Map(scheduler));
+    let decoded = decode::<TelemetrySample>(&encode_value(&v)).unwrap();
+    let sent = samples::telemetry().scheduler;
+    assert_eq!(
+        decoded.scheduler,
+        Scheduler { cpu_quota_millicores: None, cpu_cap_millicores: None, ..sent },
+        "the run delay and throttling survive, the cpu figures read as null"
+    );
 }
 
 #[test]

@@ -112,7 +112,9 @@ pub fn parse_cpu_list(text: &str) -> Vec<usize> {
     cpus
 }
 
-fn online_cpus() -> Vec<usize> {
+/// The host's online cpus (all of them as numbered by `available_parallelism` if the file is
+/// unreadable).
+pub fn online_cpus() -> Vec<usize> {
     std::fs::read_to_string("/sys/devices/system/cpu/online")
         .map(|t| parse_cpu_list(&t))
         .ok()

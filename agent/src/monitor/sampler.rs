@@ -17,7 +17,7 @@
 //! namespace) gives a rate of 0 for that interval rather than a negative or huge figure.
 
 use super::cgroup::{cgroup_of_pid, CgroupDirs, CgroupLayout};
-use super::perf::{PerfCounters, PerfScope};
+use super::perf::{online_cpus, parse_cpu_list, PerfCounters, PerfScope};
 use super::psi::read_pressure;
 use super::sched::{self, RunDelays};
 use super::stats::{self, IoBytes, NetBytes};
@@ -187,11 +187,14 @@ impl Monitor {
         // ns per s / 1e6 = ms per s. Both figures are null when unreadable, or on the first sample
         // (which has no `secs`).
         let per_second = |ns: Option<u64>| secs.zip(ns).map(|(s, ns)| ns as f64 / s / 1e6);
+        let quota = self.read_cpu_quota_millicores();
         let scheduler = Scheduler {
             run_delay_ms: per_second(run_delay_ns),
             throttled_ms: per_second(
                 reading.throttled_ns.zip(prev(|r| r.throttled_ns)).map(|(n, b)| n.saturating_sub(b)),
             ),
+            cpu_quota_millicores: quota,
+            cpu_cap_millicores: Some(sched::cpu_cap_millicores(quota, self.usable_cpus())),
         };
         self.last = Some(reading);
         Ok(Sample {
@@ -231,6 +234,28 @@ impl Monitor {
             let d = self.dirs.unified.as_deref().filter(|_| !self.dirs.unified_is_root)?;
             sched::parse_throttled_ns(&read(d, "cpu.stat")?)
         })
+    }
+
+    /// The cpu quota: the v1 `cpu` controller's CFS files, else the cgroup2 `cpu.max` (present
+    /// where the cpu controller is enabled). The hierarchy root has none.
+    fn read_cpu_quota_millicores(&self) -> Option<f64> {
+        let v1 = self.dirs.cpu.as_deref().and_then(|d| {
+            sched::parse_cfs_quota_millicores(&read(d, "cpu.cfs_quota_us")?, &read(d, "cpu.cfs_period_us")?)
+        });
+        v1.or_else(|| {
+            let d = self.dirs.unified.as_deref().filter(|_| !self.dirs.unified_is_root)?;
+            sched::parse_cpu_max_millicores(&read(d, "cpu.max")?)
+        })
+    }
+
+    /// The cpus the workload may run on: its cgroup2 cpuset where that controller is enabled,
+    /// else every online cpu of the host.
+    fn usable_cpus(&self) -> usize {
+        let cpuset = self.dirs.unified.as_deref().filter(|_| !self.dirs.unified_is_root).and_then(|d| {
+            let cpus = parse_cpu_list(&read(d, "cpuset.cpus.effective")?);
+            (!cpus.is_empty()).then_some(cpus.len())
+        });
+        cpuset.unwrap_or_else(|| online_cpus().len())
     }
 
     /// The run delay of the workload's threads since the last reading. Not read for a workload at

@@ -1,11 +1,14 @@
-//! Scheduler figures: how long a workload's threads waited for a cpu, and how long its own cpu
-//! quota held it back.
+//! Scheduler figures: how long a workload's threads waited for a cpu, how long its own cpu
+//! quota held it back, and how much cpu it may use at all.
 //!
 //! Cpu usage alone cannot tell a workload that wants little cpu from one that wants a lot and
 //! waits for it; the wait is what co-runners inflict, so the predictor needs it. The kernel keeps
 //! each thread's run delay (time runnable but not running) in `/proc/<tid>/schedstat`, and the
 //! cgroup's throttled time in `cpu.stat`. Run delay includes throttling, so the two together
-//! separate contention (others hold the cpus) from the workload's own limit.
+//! separate contention (others hold the cpus) from the workload's own limit. What the workload
+//! would get alone is what it wanted, up to its cap (quota, or the cpus it may run on): a
+//! two-thread workload held to one core is not slowed down by a neighbour that leaves it that
+//! core, however long its second thread waits.
 //!
 //! Run delay is per thread and threads come and go, so [`RunDelays`] keeps each thread's last
 //! reading and sums only what accrued since: a thread seen for the first time counts whole (it
@@ -21,6 +24,29 @@ use std::path::Path;
 /// v2's `throttled_usec`.
 pub fn parse_throttled_ns(cpu_stat: &str) -> Option<u64> {
     flat_keyed(cpu_stat, "throttled_time").or_else(|| flat_keyed(cpu_stat, "throttled_usec").map(|us| us * 1000))
+}
+
+/// A cpu quota in millicores from v1's `cpu.cfs_quota_us` and `cpu.cfs_period_us` (a quota of -1
+/// is none).
+pub fn parse_cfs_quota_millicores(quota_us: &str, period_us: &str) -> Option<f64> {
+    let quota: i64 = quota_us.trim().parse().ok()?;
+    let period: u64 = period_us.trim().parse().ok()?;
+    (quota > 0 && period > 0).then(|| quota as f64 * 1000.0 / period as f64)
+}
+
+/// A cpu quota in millicores from v2's `cpu.max` (`<quota> <period>`, `max` for none).
+pub fn parse_cpu_max_millicores(cpu_max: &str) -> Option<f64> {
+    let mut fields = cpu_max.split_whitespace();
+    let quota: u64 = fields.next()?.parse().ok()?;
+    let period: u64 = fields.next()?.parse().ok()?;
+    (quota > 0 && period > 0).then(|| quota as f64 * 1000.0 / period as f64)
+}
+
+/// The most cpu a workload can use, in millicores: its quota, or the cpus it may run on where
+/// those are fewer.
+pub fn cpu_cap_millicores(quota_millicores: Option<f64>, cpus: usize) -> f64 {
+    let cpus = cpus.max(1) as f64 * 1000.0;
+    quota_millicores.map_or(cpus, |q| q.min(cpus))
 }
 
 /// The run delay in nanoseconds from `/proc/<tid>/schedstat` (`<on cpu ns> <run delay ns>
@@ -84,6 +110,24 @@ mod tests {
         assert_eq!(parse_throttled_ns(v2), Some(2_500_000));
         // A v2 directory without the cpu controller enabled lists usage only.
         assert_eq!(parse_throttled_ns("usage_usec 900\nuser_usec 800\nsystem_usec 100\n"), None);
+    }
+
+    #[test]
+    fn quotas_in_both_formats() {
+        assert_eq!(parse_cfs_quota_millicores("50000\n", "100000\n"), Some(500.0));
+        assert_eq!(parse_cfs_quota_millicores("-1\n", "100000\n"), None, "no quota");
+        assert_eq!(parse_cfs_quota_millicores("150000", "0"), None);
+        assert_eq!(parse_cpu_max_millicores("150000 100000\n"), Some(1500.0));
+        assert_eq!(parse_cpu_max_millicores("max 100000\n"), None, "no quota");
+        assert_eq!(parse_cpu_max_millicores(""), None);
+    }
+
+    #[test]
+    fn the_cap_is_the_quota_or_the_cpus_whichever_is_less() {
+        assert_eq!(cpu_cap_millicores(Some(500.0), 2), 500.0);
+        assert_eq!(cpu_cap_millicores(None, 2), 2000.0);
+        assert_eq!(cpu_cap_millicores(Some(4000.0), 2), 2000.0, "a quota above the cpus caps nothing");
+        assert_eq!(cpu_cap_millicores(None, 0), 1000.0, "at least one cpu");
     }
 
     #[test]

@@ -98,7 +98,9 @@ pub struct Counters {
 ///
 /// They separate the two reasons a workload gets less cpu than it wants: waiting for a cpu that
 /// others hold (contention, which co-runners cause) and being throttled by its own cpu limit
-/// (which they do not). Samples from agents older than these figures decode with both `null`.
+/// (which they do not). The cpu the workload may use at all (its quota, and the cpus it can run
+/// on) says how much of what it wanted it would get alone, which is what its slowdown is measured
+/// against. Samples from agents older than any of these figures decode with them `null`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Scheduler {
     /// Time the workload's threads were runnable but not running (`/proc/<tid>/schedstat`'s run
@@ -106,6 +108,13 @@ pub struct Scheduler {
     pub run_delay_ms: Option<f64>,
     /// Time the workload's cgroup was throttled by its cpu quota (`cpu.stat`): ms per s.
     pub throttled_ms: Option<f64>,
+    /// The workload's cpu quota at the end of the interval, in millicores; `null` when it has none.
+    #[serde(default)]
+    pub cpu_quota_millicores: Option<f64>,
+    /// The most cpu the workload can use, in millicores: its quota, or the cpus it may run on
+    /// (its cpuset, else the host's online cpus) where those are fewer.
+    #[serde(default)]
+    pub cpu_cap_millicores: Option<f64>,
 }
 
 /// One workload's measurements over one interval.
@@ -155,7 +164,12 @@ impl Message for TelemetrySample {
             check_optional(&format!("counters.{name}"), v, MAX_RATE)?;
         }
         let s = &self.scheduler;
-        for (name, v) in [("run_delay_ms", s.run_delay_ms), ("throttled_ms", s.throttled_ms)] {
+        for (name, v) in [
+            ("run_delay_ms", s.run_delay_ms),
+            ("throttled_ms", s.throttled_ms),
+            ("cpu_quota_millicores", s.cpu_quota_millicores),
+            ("cpu_cap_millicores", s.cpu_cap_millicores),
+        ] {
             check_optional(&format!("scheduler.{name}"), v, MAX_RATE)?;
         }
         Ok(())

@@ -15,15 +15,22 @@
 //! starts from its parent's basis, which a jump across the tree does not, and plunges are what
 //! find good allocations.
 //!
+//! Branching is by pseudo-costs (the bound's fall per unit of LP value moved, learnt from every
+//! child), and where they know too little about a fractional item, its two children's LPs are
+//! solved briefly first (strong branching, as in reliability branching): on `regions_g256` this
+//! halved the nodes to the proof (6 514 to 3 051) and the time, though it slows some small
+//! instances (a few ms) that a handful of nodes would have finished.
+//!
 //! A node is stored as its branching decision and a link to its parent, plus the items that
 //! reduced-value fixing removed there (valid for its whole subtree, since the incumbent only
 //! improves); entering a node replays its path from the root.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::time::Instant;
 
 use super::super::bounds::lagrangian;
-use super::super::node_lp::{ItemBound, LpStatus};
+use super::super::node_lp::{ItemBound, LpStatus, NodeLp};
 use super::Search;
 
 /// A decision that takes its item (the others exclude it).
@@ -39,6 +46,16 @@ const PLUNGE: f64 = 0.25;
 /// Best-first order jumps between distant nodes, which can take hundreds of pivots (on CATS
 /// `regions_g256` a few hundred on average).
 const MAX_PIVOTS: u64 = 2000;
+
+/// Strong branching (reliability branching's measurement): at a node where some fractional
+/// items have pseudo-costs from fewer than [`RELIABLE`] branches either way, up to this many of
+/// them (the most fractional first) have both children's LPs solved for real, within
+/// [`STRONG_PIVOTS`] pivots each, and what their bounds fell by is learnt as if branched. On
+/// CATS `regions_g256` (family-25 EPYC): 8, 60, 1 proved it in 95 s (3 051 nodes); 16 candidates
+/// 99 s, 150 pivots 99 s, 2 branches for reliability 98 s; without strong branching 180 s.
+const STRONG_CANDIDATES: usize = 8;
+const STRONG_PIVOTS: u64 = 60;
+const RELIABLE: u32 = 1;
 
 /// An LP value that is neither 0 nor 1 (beyond the LP's rounding).
 fn is_fractional(x: f64) -> bool {
@@ -99,6 +116,10 @@ impl PseudoCosts {
 
     /// The fractional item whose branches promise the largest falls of the bound (product of
     /// the two estimates), or `None` before anything was learnt.
+    fn reliable(&self, item: u32) -> bool {
+        self.up[item as usize].1 >= RELIABLE && self.down[item as usize].1 >= RELIABLE
+    }
+
     fn choose(&self, candidates: impl Iterator<Item = (u32, f64)>) -> Option<u32> {
         let mut best: Option<(f64, u32)> = None;
         for (i, x) in candidates {
@@ -157,6 +178,8 @@ impl<'a> Search<'a> {
         let mut lp_lambda = vec![0.0; self.strengthened.map_or(c.rows(), |s| s.rows())];
         let mut unexplored = f64::NEG_INFINITY;
         let mut diving = true;
+        let mut strong = Vec::new();
+        let mut child_lp: Option<NodeLp> = None;
         if let Some(lp) = self.lp.as_mut() {
             lp.use_steepest_edge();
         }
@@ -206,8 +229,12 @@ impl<'a> Search<'a> {
                 self.try_selection(&[]);
                 continue;
             }
-            // Branch where the pseudo-costs promise the bound falls most on both sides; until
-            // they know anything, on the most fractional item.
+            // Branch where the pseudo-costs promise the bound falls most on both sides, after
+            // measuring the items they know too little about; until they know anything, on the
+            // most fractional item.
+            if lp_solved {
+                self.strong_branch(&live, &mut pseudo, &mut strong, &mut child_lp);
+            }
             let branch = match self.lp.as_ref() {
                 Some(lp) if lp_solved => pseudo
                     .choose(live.iter().map(|&i| (i, lp.item_value(i))).filter(|&(_, x)| is_fractional(x)))
@@ -335,6 +362,49 @@ impl<'a> Search<'a> {
             }
         }
         lagrangian(s, self.fixed_value, &self.lp_residual, live, lp_lambda, &mut self.reduced, picks)
+    }
+
+    /// Solves both children's LPs (within [`STRONG_PIVOTS`] each, from the node's basis) for the
+    /// most fractional live items whose pseudo-costs are not yet reliable, and learns each
+    /// bound's fall. A stopped dual simplex still bounds its LP (its basis stays dual feasible),
+    /// so every fall learnt is at most the real one; an infeasible child falls to the incumbent.
+    fn strong_branch(
+        &mut self,
+        live: &[u32],
+        pseudo: &mut PseudoCosts,
+        candidates: &mut Vec<(u32, f64)>,
+        child: &mut Option<NodeLp>,
+    ) {
+        let Some(lp) = self.lp.as_ref() else {
+            return;
+        };
+        candidates.clear();
+        candidates.extend(
+            live.iter().map(|&i| (i, lp.item_value(i))).filter(|&(i, x)| is_fractional(x) && !pseudo.reliable(i)),
+        );
+        candidates.sort_by(|a, b| (a.1 - 0.5).abs().total_cmp(&(b.1 - 0.5).abs()).then(a.0.cmp(&b.0)));
+        candidates.truncate(STRONG_CANDIDATES);
+        let parent = lp.value();
+        for &(i, x) in candidates.iter() {
+            for take in [true, false] {
+                if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                    return;
+                }
+                let child = match child {
+                    Some(c) => {
+                        c.clone_from(lp);
+                        c
+                    }
+                    None => child.insert(lp.clone()),
+                };
+                child.set_bound(i, if take { ItemBound::One } else { ItemBound::Zero });
+                let fall = match child.dual(STRONG_PIVOTS, self.deadline) {
+                    LpStatus::Infeasible => parent - self.best_value,
+                    _ => parent - child.value(),
+                };
+                pseudo.learn(i, take, x, fall);
+            }
+        }
     }
 
     /// The live item whose value in the node LP's point is closest to one half, if any is

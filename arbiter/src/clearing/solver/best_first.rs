@@ -30,7 +30,7 @@ use std::collections::BinaryHeap;
 use std::time::Instant;
 
 use super::super::bounds::lagrangian;
-use super::super::node_lp::{ItemBound, LpStatus, NodeLp};
+use super::super::node_lp::{ItemBound, LpStatus};
 use super::Search;
 
 /// A decision that takes its item (the others exclude it).
@@ -179,7 +179,6 @@ impl<'a> Search<'a> {
         let mut unexplored = f64::NEG_INFINITY;
         let mut diving = true;
         let mut strong = Vec::new();
-        let mut child_lp: Option<NodeLp> = None;
         if let Some(lp) = self.lp.as_mut() {
             lp.use_steepest_edge();
         }
@@ -233,7 +232,7 @@ impl<'a> Search<'a> {
             // measuring the items they know too little about; until they know anything, on the
             // most fractional item.
             if lp_solved {
-                self.strong_branch(&live, &mut pseudo, &mut strong, &mut child_lp);
+                self.strong_branch(&live, &mut pseudo, &mut strong);
             }
             let branch = match self.lp.as_ref() {
                 Some(lp) if lp_solved => pseudo
@@ -368,13 +367,7 @@ impl<'a> Search<'a> {
     /// most fractional live items whose pseudo-costs are not yet reliable, and learns each
     /// bound's fall. A stopped dual simplex still bounds its LP (its basis stays dual feasible),
     /// so every fall learnt is at most the real one; an infeasible child falls to the incumbent.
-    fn strong_branch(
-        &mut self,
-        live: &[u32],
-        pseudo: &mut PseudoCosts,
-        candidates: &mut Vec<(u32, f64)>,
-        child: &mut Option<NodeLp>,
-    ) {
+    fn strong_branch(&mut self, live: &[u32], pseudo: &mut PseudoCosts, candidates: &mut Vec<(u32, f64)>) {
         let Some(lp) = self.lp.as_ref() else {
             return;
         };
@@ -390,13 +383,7 @@ impl<'a> Search<'a> {
                 if self.deadline.is_some_and(|d| Instant::now() >= d) {
                     return;
                 }
-                let child = match child {
-                    Some(c) => {
-                        c.clone_from(lp);
-                        c
-                    }
-                    None => child.insert(lp.clone()),
-                };
+                let mut child = lp.clone();
                 child.set_bound(i, if take { ItemBound::One } else { ItemBound::Zero });
                 let fall = match child.dual(STRONG_PIVOTS, self.deadline) {
                     LpStatus::Infeasible => parent - self.best_value,
